@@ -1,0 +1,160 @@
+"""Open a generated report in real headless Chromium: offline, charts drawn, thumbnails loaded.
+
+Needs the Debian ``chromium`` package (or ``FER_VIDEO_CHROMIUM=/path/to/chrome``) and the
+Python ``playwright`` package (no ``playwright install``: we drive the system browser).
+Skipped locally when either is missing; fails under ``CI=true`` so CI cannot pass silently.
+"""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fer_video.aggregate import summarize_faces
+from fer_video.records import FacePrediction, VideoInfo
+from fer_video.report import emotion_colors, frames_dataframe, write_html
+
+CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def _chromium_path() -> str | None:
+    env = os.environ.get("FER_VIDEO_CHROMIUM")
+    if env:
+        return env if os.path.exists(env) else None
+    for cand in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
+        if cand and os.path.exists(cand):
+            return cand
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    missing = []
+    exe = _chromium_path()
+    if exe is None:
+        missing.append("Chromium (apt-get install -y chromium, or set FER_VIDEO_CHROMIUM)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing.append("the playwright Python package (pip install playwright)")
+    if missing:
+        msg = "browser test needs " + " and ".join(missing)
+        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+            pytest.fail(msg + " (CI=true: refusing to skip)")
+        pytest.skip(msg)
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def _jpeg(color, size=(96, 96)) -> bytes:
+    from PIL import Image, ImageDraw
+    img = Image.new("RGB", size, color)
+    d = ImageDraw.Draw(img)
+    d.ellipse((18, 14, 78, 86), fill=(236, 200, 170))
+    d.ellipse((34, 38, 42, 46), fill=(40, 40, 40))
+    d.ellipse((54, 38, 62, 46), fill=(40, 40, 40))
+    d.arc((36, 52, 60, 72), 20, 160, fill=(120, 40, 40), width=3)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+def _predictions() -> list[FacePrediction]:
+    step = 0.25
+    out = []
+    for i in range(40):                           # face 1: happy, turning sad halfway
+        t = i * step
+        logits = np.zeros(len(CLASSES))
+        logits[3] = 3.0 * np.cos(np.pi * i / 39)
+        logits[4] = -logits[3]
+        logits[6] = 0.5
+        p = np.exp(logits) / np.exp(logits).sum()
+        out.append(FacePrediction(1, i * 6, t, (100.0, 80.0, 180.0, 170.0), 0.99, tuple(p)))
+    for i in list(range(0, 14)) + list(range(22, 40)):   # face 2: a gap from 3.5 s to 5.5 s
+        t = i * step
+        logits = np.array([0.2, -1, 0.1, 0.3, 0.0, 2.0 * np.sin(i / 4), 1.2])
+        p = np.exp(logits) / np.exp(logits).sum()
+        out.append(FacePrediction(2, i * 6, t, (300.0, 90.0, 370.0, 175.0), 0.95, tuple(p)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> Path:
+    preds = _predictions()
+    faces = summarize_faces(preds, CLASSES, sample_step_s=0.25, duration_s=10.0,
+                            smoothing_window_s=1.0)
+    path = tmp_path_factory.mktemp("report") / "clip.html"
+    info = VideoInfo(path="/videos/clip.mp4", size_bytes=1234567, container="mov,mp4,m4a,3gp,3g2,mj2",
+                     codec="h264", width=640, height=360, rotation=0, fps=24.0, duration_s=10.0)
+    write_html(path, info=info, faces=faces, frames=frames_dataframe(preds, CLASSES),
+               classes=CLASSES, thumbnails={1: _jpeg((70, 110, 160)), 2: _jpeg((150, 90, 60))},
+               settings={"sample_step_s": 0.25, "smoothing_window_s": 1.0},
+               model={"name": "test-model", "classes": CLASSES, "input_size": 48}, wall_s=3.2)
+    return path
+
+
+def test_report_renders_offline_with_charts_and_thumbnails(browser, report, tmp_path):
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(report.as_uri(), wait_until="load")
+
+    # 1. No request other than the file itself (data: URIs are inline, not network).
+    others = [u for u in requests if u != report.as_uri() and not u.startswith("data:")]
+    assert others == [], f"report made requests: {others}"
+    assert report.as_uri() in requests
+
+    # 2. Charts: each face has a timeline SVG with visibly drawn area paths.
+    charts = page.evaluate("""() => [...document.querySelectorAll('svg.timeline')].map(svg =>
+        [...svg.querySelectorAll('path.area')].map(p => {
+            const b = p.getBBox();
+            return {len: p.getTotalLength(), w: b.width, h: b.height,
+                    fill: getComputedStyle(p).fill};
+        }))""")
+    assert len(charts) == 2
+    for paths in charts:
+        assert len(paths) >= 2
+        drawn = [p for p in paths if p["len"] > 50 and p["w"] > 100 and p["h"] > 5]
+        assert len(drawn) >= 2, paths
+    share_rects = page.evaluate(
+        "() => [...document.querySelectorAll('svg.share rect')].map(r => r.getBBox().width)")
+    assert len(share_rects) >= 2 and max(share_rects) > 50
+
+    # 3. Thumbnails decoded.
+    imgs = page.evaluate("""() => [...document.querySelectorAll('img.thumb')].map(i =>
+        ({complete: i.complete, w: i.naturalWidth, h: i.naturalHeight}))""")
+    assert len(imgs) == 2
+    assert all(i["complete"] and i["w"] == 96 and i["h"] == 96 for i in imgs), imgs
+
+    # 4. The first chart has coloured pixels on screen, in the report's emotion colours.
+    shot = tmp_path / "report.png"
+    page.screenshot(path=str(shot), full_page=True)
+    box = page.locator("svg.timeline").first.bounding_box()
+    page.close()
+    assert box and box["width"] > 300 and box["height"] > 80
+    from PIL import Image
+    with Image.open(shot) as im:
+        chart = np.asarray(im.convert("RGB").crop(
+            (int(box["x"]), int(box["y"]), int(box["x"] + box["width"]),
+             int(box["y"] + box["height"]))), dtype=np.int16)
+    saturation = chart.max(axis=2) - chart.min(axis=2)
+    coloured = saturation > 60
+    assert coloured.mean() > 0.2, f"only {coloured.mean():.1%} of the chart is coloured"
+    # The dominant colours of face 1 (happy, sad) must be present.
+    colors = emotion_colors(CLASSES)
+    for name in ("happy", "sad"):
+        rgb = np.array([int(colors[name][k:k + 2], 16) for k in (1, 3, 5)])
+        near = (np.abs(chart - rgb).sum(axis=2) < 40).mean()
+        assert near > 0.02, f"{name} colour {colors[name]} covers only {near:.1%} of the chart"
+    if os.environ.get("FER_VIDEO_KEEP_SCREENSHOT"):
+        shutil.copy(shot, os.environ["FER_VIDEO_KEEP_SCREENSHOT"])

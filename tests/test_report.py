@@ -1,0 +1,281 @@
+import csv
+import json
+import re
+from html.parser import HTMLParser
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fer_video.records import FacePrediction, FaceSummary, Segment, VideoInfo
+from fer_video.report import (MAX_CHART_POINTS, SUMMARY_COLUMNS, SummaryRow, build_report_json,
+                              dominant_string, emotion_colors, frames_dataframe, write_frames_csv,
+                              write_html, write_index_html, write_json, write_summary_csv)
+
+CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+NASTY = """/data/in & "quoted" 'clip' <img src=x onerror=alert(1)><b>bad.mp4"""
+
+
+def info(path="/v/clip.mp4", duration=4.0, is_image=False):
+    return VideoInfo(path=path, size_bytes=2048, container="mov,mp4,m4a,3gp,3g2,mj2",
+                     codec="h264", width=640, height=360, rotation=90, fps=25.0,
+                     duration_s=duration, is_image=is_image)
+
+
+def predictions(n=8, faces=(2, 1), seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        for f in faces:
+            p = rng.dirichlet(np.ones(len(CLASSES))).astype(np.float32)  # float32 like a model
+            out.append(FacePrediction(face_id=f, frame_index=i * 12, time_s=i * 0.5 + 1e-4,
+                                      box=(10.123, 20.0, 50.55, 70.0), det_score=0.987654,
+                                      probs=tuple(float(x) for x in p)))
+    return out
+
+
+def summary(face_id=1, emotion="happy"):
+    mean = {c: (0.4 if c == emotion else 0.1) for c in CLASSES}
+    return FaceSummary(face_id=face_id, first_seen_s=0.0, last_seen_s=3.5, n_frames=8,
+                       dominant_emotion=emotion, mean_probs=mean,
+                       segments=[Segment(0.0, 2.0, emotion), Segment(2.0, 4.0, "sad")])
+
+
+class TagBalance(HTMLParser):
+    VOID = {"meta", "img", "br", "hr", "input", "link", "rect", "line", "path", "stop"}
+
+    def __init__(self):
+        super().__init__()
+        self.stack, self.errors, self.tags = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_endtag(self, tag):
+        if tag in self.VOID:
+            return
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"unexpected </{tag}>, open: {self.stack[-3:]}")
+        else:
+            self.stack.pop()
+
+
+def parse(html: str) -> TagBalance:
+    p = TagBalance()
+    p.feed(html)
+    p.close()
+    assert not p.errors and p.stack == [], (p.errors, p.stack)
+    return p
+
+
+def no_external_refs(html: str):
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", html, re.I)
+    assert "@import" not in html and "url(http" not in html
+
+
+# ---------------------------------------------------------------- frames.csv
+
+def test_frames_dataframe_columns_order_and_emotion():
+    preds = predictions()
+    df = frames_dataframe(preds, CLASSES)
+    assert list(df.columns) == ["time_s", "frame_index", "face_id", "x1", "y1", "x2", "y2",
+                                "det_score", *CLASSES, "emotion"]
+    assert len(df) == 16
+    assert list(df["face_id"][:2]) == [1, 2]                      # sorted by time, then face
+    assert df["time_s"].is_monotonic_increasing
+    np.testing.assert_allclose(df[CLASSES].sum(axis=1), 1.0, atol=1e-9)
+    assert (df["emotion"] == df[CLASSES].idxmax(axis=1)).all()
+
+
+def test_frames_csv_round_trip(tmp_path):
+    path = tmp_path / "clip.frames.csv"
+    write_frames_csv(frames_dataframe(predictions(), CLASSES), path)
+    lines = path.read_text().splitlines()
+    assert lines[0] == ",".join(["time_s", "frame_index", "face_id", "x1", "y1", "x2", "y2",
+                                 "det_score", *CLASSES, "emotion"])
+    first = lines[1].split(",")
+    assert first[:8] == ["0.000", "0", "1", "10.1", "20.0", f"{50.55:.1f}", "70.0", "0.9877"]
+    assert all(re.fullmatch(r"\d\.\d{6}", v) for v in first[8:8 + len(CLASSES)])
+    back = pd.read_csv(path)
+    assert list(back.columns) == lines[0].split(",")
+    assert np.abs(back[CLASSES].sum(axis=1) - 1).max() < 1e-3
+    assert set(back["emotion"]) <= set(CLASSES)
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_empty_frames_table_has_header(tmp_path):
+    df = frames_dataframe([], CLASSES)
+    assert len(df) == 0 and list(df.columns)[-1] == "emotion" and len(df.columns) == 8 + 7 + 1
+    path = tmp_path / "x.frames.csv"
+    write_frames_csv(df, path)
+    assert path.read_text().splitlines() == [",".join(df.columns)]
+
+
+def test_class_name_clash_rejected():
+    with pytest.raises(ValueError):
+        frames_dataframe([], ["happy", "time_s"])
+
+
+# ---------------------------------------------------------------- JSON
+
+def test_report_json_fields_and_types(tmp_path):
+    doc = build_report_json(
+        info=info(), settings={"sample_step_s": np.float64(0.5), "window": 1.0},
+        model={"name": "m", "classes": CLASSES, "input_size": 48, "sha256": "ab" * 32},
+        faces=[summary(1), summary(2, "sad")], timings={"decode": 1.2345, "classify": np.float32(2)},
+        wall_s=4.56789, versions={"fer_video": "0.1.0", "torch": "2.4"})
+    path = tmp_path / "clip.json"
+    write_json(doc, path)
+    back = json.loads(path.read_text())
+    assert back == doc
+    inp = back["input"]
+    for key, typ in [("path", str), ("size_bytes", int), ("container", str), ("codec", str),
+                     ("width", int), ("height", int), ("rotation", int), ("fps", float),
+                     ("duration_s", float)]:
+        assert isinstance(inp[key], typ), key
+    assert inp["rotation"] == 90
+    assert back["settings"]["sample_step_s"] == 0.5
+    assert back["model"]["classes"] == CLASSES
+    assert back["versions"]["fer_video"] == "0.1.0"
+    assert back["wall_s"] == 4.568
+    assert set(back["timings_s"]) == {"decode", "classify"}
+    assert back["timings_s"]["decode"] == pytest.approx(1.2345, abs=6e-4)
+    assert back["timings_s"]["classify"] == 2.0
+    assert back["n_faces"] == 2
+    f = back["faces"][0]
+    assert set(f) == {"face_id", "first_seen_s", "last_seen_s", "n_frames", "dominant_emotion",
+                      "mean_probs", "segments"}
+    assert isinstance(f["face_id"], int) and isinstance(f["n_frames"], int)
+    assert isinstance(f["first_seen_s"], float) and isinstance(f["mean_probs"]["happy"], float)
+    assert list(f["mean_probs"]) == CLASSES
+    assert f["segments"][0] == {"start_s": 0.0, "end_s": 2.0, "emotion": "happy"}
+
+
+def test_write_json_rejects_nothing_nonfinite(tmp_path):
+    path = tmp_path / "x.json"
+    write_json({"fps": float("nan"), "a": np.int64(3), "b": np.array([1.5])}, path)
+    assert json.loads(path.read_text()) == {"fps": None, "a": 3, "b": [1.5]}
+
+
+# ---------------------------------------------------------------- HTML
+
+def render(tmp_path, *, faces, preds, path=NASTY, duration=4.0, is_image=False, thumbs=None):
+    out = tmp_path / "r.html"
+    write_html(out, info=info(path, duration, is_image), faces=faces,
+               frames=frames_dataframe(preds, CLASSES), classes=CLASSES,
+               thumbnails=thumbs if thumbs is not None else {},
+               settings={"sample_step_s": 0.5, "note": "<i>x</i>"},
+               model={"name": "m&m", "classes": CLASSES}, wall_s=1.0)
+    return out.read_text()
+
+
+def test_html_escapes_nasty_filename(tmp_path):
+    html = render(tmp_path, faces=[summary(1), summary(2)], preds=predictions(),
+                  thumbs={1: b"\xff\xd8\xff\xe0fakejpeg"})
+    assert "<img src=x" not in html and "<b>bad" not in html and "<i>x" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;&lt;b&gt;bad.mp4" in html
+    assert "/data/in &amp; &#34;quoted&#34; &#39;clip&#39; &lt;img" in html
+    assert "m&amp;m" in html
+    p = parse(html)
+    title = re.search(r"<title>(.*?)</title>", html, re.S).group(1)
+    assert title.startswith("in &amp; &#34;quoted&#34; &#39;clip&#39; &lt;img src=x")
+    no_external_refs(html)
+    imgs = [a for t, a in p.tags if t == "img"]
+    assert len(imgs) == 1 and imgs[0]["src"].startswith("data:image/jpeg;base64,/9j/")
+    assert html.count('class="timeline"') == 2
+    # Consistent colours: the same class has the same fill in both charts.
+    happy = emotion_colors(CLASSES)["happy"]
+    assert html.count(f'fill="{happy}"') >= 2
+
+
+def test_html_no_faces_is_a_valid_report(tmp_path):
+    html = render(tmp_path, faces=[], preds=[], path="/v/empty.mp4")
+    parse(html)
+    assert "No faces detected" in html
+    assert "<svg" not in html
+    assert "empty.mp4" in html
+
+
+def test_html_still_image_has_share_but_no_timeline(tmp_path):
+    preds = [p for p in predictions(n=1, faces=(1,))]
+    html = render(tmp_path, faces=[summary(1)], preds=preds, duration=0.0, is_image=True)
+    parse(html)
+    assert 'class="share"' in html and 'class="timeline"' not in html
+    assert "still image" in html
+
+
+def test_html_crowd_stays_small(tmp_path):
+    n_faces, n = 20, 4000
+    rows = []
+    rng = np.random.default_rng(1)
+    for f in range(1, n_faces + 1):
+        t = np.arange(n) * 0.1
+        p = rng.dirichlet(np.ones(len(CLASSES)), size=n)
+        d = pd.DataFrame(p, columns=CLASSES)
+        d.insert(0, "face_id", f)
+        d.insert(0, "time_s", t)
+        rows.append(d)
+    frames = pd.concat(rows, ignore_index=True)
+    faces = [summary(f) for f in range(1, n_faces + 1)]
+    out = tmp_path / "crowd.html"
+    write_html(out, info=info(duration=400.0), faces=faces, frames=frames, classes=CLASSES,
+               thumbnails={f: b"\xff\xd8" + bytes(3000) for f in range(1, n_faces + 1)},
+               settings={}, model={}, wall_s=1.0)
+    html = out.read_text()
+    parse(html)
+    assert html.count('class="timeline"') == n_faces
+    assert len(html.encode()) < 1_500_000, len(html)
+    # No path has more vertices than the point budget allows (+1 hold point, x2 for the outline).
+    for d in re.findall(r'<path class="area" d="([^"]*)"', html):
+        assert d.count("L") + 1 <= 2 * (MAX_CHART_POINTS + 1)
+
+
+# ---------------------------------------------------------------- folders
+
+def rows():
+    return [SummaryRow(input="in/a&b <1>.mp4", status="ok", reason="", duration_s=12.3456,
+                       n_faces=2, dominant="1:happy;2:neutral", report="a&b <1>/a&b <1>.html",
+                       wall_s=3.21),
+            SummaryRow(input="in/broken.mp4", status="failed",
+                       reason="corrupt: <moov atom> not found", report="", wall_s=0.1)]
+
+
+def test_summary_csv(tmp_path):
+    path = tmp_path / "summary.csv"
+    write_summary_csv(path, rows())
+    with open(path, newline="") as f:
+        got = list(csv.DictReader(f))
+    assert list(got[0]) == SUMMARY_COLUMNS == ["input", "status", "reason", "duration_s",
+                                               "n_faces", "dominant", "report", "wall_s"]
+    assert got[0]["duration_s"] == "12.346" and got[0]["n_faces"] == "2"
+    assert got[0]["dominant"] == "1:happy;2:neutral"
+    assert got[1]["status"] == "failed" and got[1]["duration_s"] == "" and got[1]["report"] == ""
+
+
+def test_index_html_links_and_escapes(tmp_path):
+    path = tmp_path / "index.html"
+    write_index_html(path, rows())
+    html = path.read_text()
+    p = parse(html)
+    links = [a["href"] for t, a in p.tags if t == "a"]
+    assert links == ["a%26b%20%3C1%3E/a%26b%20%3C1%3E.html"]
+    assert "&lt;moov atom&gt;" in html and "<moov" not in html
+    assert "1 ok, 1 failed" in html
+    assert ">failed<" in html and ">ok<" in html
+    no_external_refs(html)
+
+
+def test_dominant_string():
+    assert dominant_string([summary(2, "sad"), summary(1, "happy")]) == "1:happy;2:sad"
+
+
+def test_emotion_colors_distinct_and_stable():
+    c = emotion_colors(CLASSES)
+    assert len(set(c.values())) == len(CLASSES)
+    assert emotion_colors(["happy", "x"])["happy"] == c["happy"]
+    assert len(set(emotion_colors([f"c{i}" for i in range(12)]).values())) == 12
