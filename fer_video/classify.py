@@ -1,0 +1,149 @@
+"""Emotion classification of face crops with a fer-video checkpoint.
+
+Preprocessing is *only* ``preprocess.crop_face`` + ``preprocess.to_tensor``, driven by the
+checkpoint's config, so inference matches training. Output rows are float64 softmax
+probabilities in the checkpoint's class order, renormalised to sum to exactly 1.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from .errors import SetupError, UsageError
+
+
+def resolve_device(device: str = "auto") -> str:
+    """'auto' -> 'cuda' when a CUDA device is usable, else 'cpu'. 'cuda' without one -> UsageError."""
+    import torch
+
+    device = (device or "auto").lower()
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return "cpu"
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda was requested but no CUDA device is available "
+                             "(use --device cpu or auto)")
+        return device
+    raise UsageError(f"invalid device {device!r} (choose auto, cpu or cuda)")
+
+
+def softmax64(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64, renormalised so each row sums to 1."""
+    z = np.asarray(logits, dtype=np.float64)
+    if z.ndim != 2:
+        z = z.reshape(len(z), -1)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    p = e / e.sum(axis=1, keepdims=True)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+class EmotionClassifier:
+    """A loaded checkpoint ready for batched inference.
+
+    ``model_path``: checkpoint (``x.safetensors``, ``x.json`` or stem ``x``); default: the
+    packaged model. A missing or invalid checkpoint raises ``SetupError`` (exit code 3).
+    """
+
+    def __init__(self, model_path: str | os.PathLike | None = None, device: str = "auto",
+                 batch_size: int = 32):
+        from .checkpoint import CheckpointError, checkpoint_paths, default_model_path, file_sha256
+
+        if int(batch_size) < 1:
+            raise UsageError(f"invalid batch size {batch_size!r} (must be >= 1)")
+        self.device = resolve_device(device)
+        self.batch_size = int(batch_size)
+        path = Path(model_path).expanduser() if model_path else default_model_path()
+        weights, config_path = checkpoint_paths(path)
+        if not weights.is_file():
+            hint = (" (the default model is not installed; pass --model PATH)"
+                    if not model_path else "")
+            raise SetupError(f"model checkpoint not found: {weights}{hint}")
+        if not config_path.is_file():
+            raise SetupError(f"model config not found: {config_path} (it must lie next to {weights.name})")
+        from .checkpoint import load_checkpoint
+
+        try:
+            model, config = load_checkpoint(weights, device=self.device)
+        except CheckpointError as exc:
+            raise SetupError(f"invalid model checkpoint: {exc}") from None
+        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise SetupError(f"invalid model checkpoint {weights}: {first}") from None
+        if not config.classes:
+            raise SetupError(f"invalid model checkpoint {weights}: its config lists no classes")
+        self.model = model
+        self.config = config
+        self.classes: list[str] = list(config.classes)
+        self.weights_path = weights
+        self.config_path = config_path
+        self.sha256 = file_sha256(weights)
+
+    # -- preprocessing -------------------------------------------------------------------
+    def crop(self, image: np.ndarray, box: Sequence[float]) -> np.ndarray:
+        """One face as the model wants it (uint8), via ``preprocess.crop_face``."""
+        from .preprocess import crop_face
+
+        return crop_face(image, box, self.config)
+
+    # -- inference -----------------------------------------------------------------------
+    def predict_crops(self, crops: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        """Probabilities (N x C float64) for crops made by :meth:`crop`, in batches."""
+        import torch
+
+        from .preprocess import to_tensor
+
+        n = len(crops)
+        out = np.zeros((n, len(self.classes)), dtype=np.float64)
+        if n == 0:
+            return out
+        with torch.inference_mode():
+            for i in range(0, n, self.batch_size):
+                chunk = np.stack([np.asarray(c) for c in crops[i:i + self.batch_size]])
+                x = to_tensor(chunk, self.config).to(self.device)
+                logits = self.model(x).float().cpu().numpy()
+                out[i:i + len(chunk)] = softmax64(logits)
+        return out
+
+    def predict(self, image: np.ndarray, boxes: Iterable[Sequence[float]]) -> np.ndarray:
+        """Probabilities (N x C) for the N face boxes of one RGB frame."""
+        return self.predict_crops([self.crop(image, b) for b in boxes])
+
+    def predict_frames(self, items: Sequence[tuple[np.ndarray, Sequence[Sequence[float]]]]
+                       ) -> list[np.ndarray]:
+        """Batched across frames: ``[(image, boxes), ...]`` -> one (N_i x C) array per frame."""
+        crops, counts = [], []
+        for image, boxes in items:
+            boxes = list(boxes)
+            crops.extend(self.crop(image, b) for b in boxes)
+            counts.append(len(boxes))
+        probs = self.predict_crops(crops)
+        out, k = [], 0
+        for c in counts:
+            out.append(probs[k:k + c])
+            k += c
+        return out
+
+    def info(self) -> dict[str, Any]:
+        """What the report JSON records about the model."""
+        c = self.config
+        return {
+            "name": self.weights_path.stem,
+            "path": str(self.weights_path),
+            "sha256": self.sha256,
+            "classes": list(self.classes),
+            "architecture": c.architecture,
+            "head": c.head,
+            "stem": c.stem,
+            "input_size": c.input_size,
+            "grayscale": c.grayscale,
+            "device": self.device,
+            "version": c.version,
+            "data": c.data,
+            "metrics": c.metrics,
+        }

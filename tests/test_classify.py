@@ -1,0 +1,121 @@
+"""EmotionClassifier on a real checkpoint: loading, preprocessing, batching, probabilities."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fer_video.checkpoint import file_sha256
+from fer_video.classify import EmotionClassifier, resolve_device, softmax64
+from fer_video.errors import EXIT_SETUP, SetupError, UsageError
+from fer_video.preprocess import crop_face
+
+from conftest import CLASSES
+
+
+@pytest.fixture(scope="module")
+def clf(model_path):
+    return EmotionClassifier(model_path, device="cpu", batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def frame():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, size=(120, 160, 3), dtype=np.uint8)
+
+
+BOXES = [(10, 10, 50, 60), (80, 20, 130, 80), (-5, 90, 30, 125), (140, 100, 175, 130)]
+
+
+def test_loads_classes_and_hash(clf, model_path):
+    assert clf.classes == CLASSES
+    assert clf.sha256 == file_sha256(model_path)
+    assert clf.device == "cpu"
+    info = clf.info()
+    assert info["classes"] == CLASSES and info["sha256"] == clf.sha256
+    assert info["architecture"] == "resnet50" and info["input_size"] == 48
+    assert not clf.model.training
+
+
+def test_accepts_config_or_stem_path(model_path):
+    for p in (model_path.with_suffix(".json"), model_path.with_suffix("")):
+        assert EmotionClassifier(p, device="cpu").sha256 == file_sha256(model_path)
+
+
+def test_predict_rows_are_probabilities(clf, frame):
+    probs = clf.predict(frame, BOXES)
+    assert probs.shape == (len(BOXES), len(CLASSES))
+    assert probs.dtype == np.float64
+    assert (probs >= 0).all()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-12)
+
+
+def test_no_boxes_gives_empty(clf, frame):
+    assert clf.predict(frame, []).shape == (0, len(CLASSES))
+
+
+def test_crop_is_preprocess_crop_face(clf, frame):
+    np.testing.assert_array_equal(clf.crop(frame, BOXES[0]), crop_face(frame, BOXES[0], clf.config))
+
+
+def test_batched_across_frames_matches_single(clf, frame):
+    other = frame[::-1].copy()
+    per_frame = clf.predict_frames([(frame, BOXES[:3]), (other, []), (other, BOXES[1:])])
+    assert [p.shape[0] for p in per_frame] == [3, 0, 3]
+    np.testing.assert_allclose(per_frame[0], clf.predict(frame, BOXES[:3]), atol=1e-5)
+    np.testing.assert_allclose(per_frame[2], clf.predict(other, BOXES[1:]), atol=1e-5)
+
+
+def test_batches_of_batch_size_under_inference_mode(clf, frame):
+    calls = []
+
+    def hook(module, inputs, output):
+        calls.append((inputs[0].shape[0], torch.is_inference_mode_enabled(), torch.is_grad_enabled()))
+
+    handle = clf.model.register_forward_hook(hook)
+    try:
+        clf.predict(frame, BOXES + BOXES[:2])   # 6 faces, batch_size 4
+    finally:
+        handle.remove()
+    assert [c[0] for c in calls] == [4, 2]
+    assert all(inf and not grad for _, inf, grad in calls)
+
+
+def test_softmax64_renormalised():
+    p = softmax64(np.array([[1000.0, 0.0, -1000.0], [0.1, 0.2, 0.3]], dtype=np.float32))
+    assert p.dtype == np.float64
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-15)
+    assert np.isfinite(p).all()
+
+
+def test_missing_model_is_setup_error(tmp_path):
+    with pytest.raises(SetupError) as e:
+        EmotionClassifier(tmp_path / "nope.safetensors", device="cpu")
+    assert e.value.exit_code == EXIT_SETUP
+    assert "nope.safetensors" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_invalid_weights_is_setup_error(tmp_path, model_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"this is not a safetensors file")
+    (tmp_path / "bad.json").write_text(model_path.with_suffix(".json").read_text())
+    with pytest.raises(SetupError) as e:
+        EmotionClassifier(bad, device="cpu")
+    assert "\n" not in str(e.value)
+
+
+def test_missing_config_is_setup_error(tmp_path, model_path):
+    lone = tmp_path / "lone.safetensors"
+    lone.write_bytes(model_path.read_bytes())
+    with pytest.raises(SetupError, match="config"):
+        EmotionClassifier(lone, device="cpu")
+
+
+def test_devices():
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="cuda"):
+            resolve_device("cuda")
+    with pytest.raises(UsageError):
+        resolve_device("tpu")
