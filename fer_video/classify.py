@@ -61,8 +61,8 @@ class EmotionClassifier:
         path = Path(model_path).expanduser() if model_path else default_model_path()
         weights, config_path = checkpoint_paths(path)
         if not weights.is_file():
-            hint = (" (the default model is not installed; pass --model PATH)"
-                    if not model_path else "")
+            hint = (" (the default model is not installed yet; pass --model PATH)"
+                    if path.resolve() == default_model_path().resolve() else "")
             raise SetupError(f"model checkpoint not found: {weights}{hint}")
         if not config_path.is_file():
             raise SetupError(f"model config not found: {config_path} (it must lie next to {weights.name})")

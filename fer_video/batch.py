@@ -1,0 +1,229 @@
+"""Analyse one file or whole folders: discovery, output layout, progress, resume, summary.
+
+Layout under the output root (``--out``, default ``reports/``):
+
+* an input ``movie.mp4`` given directly -> ``<out>/movie/movie.{frames.csv,html,json}``;
+* an input found in a folder argument at ``sub/dir/clip.mp4`` -> ``<out>/sub/dir/clip/...``
+  (the relative sub-path is mirrored, so equal names in different folders never collide);
+* two inputs that would still share a folder (``clip.mp4`` and ``clip.mov``) get
+  ``clip_mp4`` / ``clip_mov``.
+
+For a folder (or several inputs) ``summary.csv`` and ``index.html`` are written at the
+output root. A report is complete when its JSON, written last, exists: a rerun skips
+complete inputs unless ``overwrite``, so an interrupted batch resumes where it stopped.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .errors import EXIT_INPUT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
+from .settings import Settings
+
+VIDEO_EXTENSIONS = frozenset({
+    ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".flv", ".wmv", ".mpg", ".mpeg", ".ts",
+    ".mts", ".m2ts", ".3gp", ".3g2", ".ogv", ".mxf", ".vob", ".asf", ".f4v", ".dv", ".y4m",
+})
+IMAGE_EXTENSIONS = frozenset({
+    ".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif",
+})
+MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS
+
+
+@dataclass(frozen=True)
+class Job:
+    path: str            # the input, as found
+    out_subdir: str      # posix path under the output root; its last part is the file stem
+
+
+def _is_media(p: Path) -> bool:
+    return p.suffix.lower() in MEDIA_EXTENSIONS and not p.name.startswith(".")
+
+
+def discover(paths: Sequence[str | os.PathLike], recursive: bool = False,
+             out_root: str | os.PathLike | None = None) -> tuple[list[Job], bool]:
+    """Inputs to analyse, in a deterministic order, and whether this is a batch.
+
+    A file argument is taken whatever its extension (a bad one fails with a reason); a
+    folder contributes its video/image files (sorted; sub-folders with ``recursive``;
+    hidden files and the output folder are skipped). A missing path -> ``UsageError``.
+    """
+    out_abs = Path(out_root).resolve() if out_root is not None else None
+    found: list[tuple[str, str]] = []     # (path, wanted subdir)
+    batch = len(paths) > 1
+    for arg in paths:
+        p = Path(arg)
+        if not p.exists():
+            raise UsageError(f"no such file or directory: {arg}")
+        if p.is_dir():
+            batch = True
+            if recursive:
+                candidates = []
+                for root, dirs, files in os.walk(p):
+                    root_p = Path(root)
+                    dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                                     and (out_abs is None or (root_p / d).resolve() != out_abs))
+                    candidates.extend(root_p / f for f in files)
+            else:
+                candidates = [c for c in p.iterdir() if c.is_file()]
+            media = sorted((c for c in candidates if _is_media(c) and c.is_file()),
+                           key=lambda c: c.relative_to(p).as_posix())
+            for c in media:
+                rel = c.relative_to(p)
+                found.append((str(c), rel.with_suffix("").as_posix()))
+        else:
+            found.append((str(p), p.stem))
+    if not found:
+        where = ", ".join(str(a) for a in paths)
+        hint = "" if recursive else " (use --recursive to search sub-folders)"
+        raise UsageError(f"no video or image files found in {where}{hint}")
+    return _assign_subdirs(found), batch
+
+
+def _assign_subdirs(found: list[tuple[str, str]]) -> list[Job]:
+    """Make every output folder unique (case-insensitively), deterministically."""
+    def key(s: str) -> str:
+        return s.casefold()
+
+    counts: dict[str, int] = {}
+    for _, sub in found:
+        counts[key(sub)] = counts.get(key(sub), 0) + 1
+    jobs: list[Job] = []
+    used: set[str] = set()
+    seen_paths: set[str] = set()
+    for path, sub in found:
+        real = os.path.realpath(path)
+        if real in seen_paths:          # the same file named twice: analyse it once
+            continue
+        seen_paths.add(real)
+        if counts[key(sub)] > 1:
+            ext = Path(path).suffix.lower().lstrip(".")
+            sub = f"{sub}_{ext}" if ext else sub
+        candidate, n = sub, 2
+        while key(candidate) in used:
+            candidate = f"{sub}_{n}"
+            n += 1
+        used.add(key(candidate))
+        jobs.append(Job(path=path, out_subdir=candidate))
+    return jobs
+
+
+def _fmt_s(seconds: float) -> str:
+    return f"{seconds:.1f} s"
+
+
+def run_batch(paths: Sequence[str | os.PathLike], settings: Settings, *,
+              out_root: str | os.PathLike = "reports", recursive: bool = False,
+              overwrite: bool = False, quiet: bool = False, progress: Optional[bool] = None) -> int:
+    """Analyse every input; return the exit code (0 all ok, 1 some failed, 130 interrupted).
+
+    Set-up and usage errors (``SetupError``/``UsageError``) propagate: they concern every input.
+    ``progress``: show rich progress bars (default: when stderr is a terminal and not quiet).
+    """
+    from rich.console import Console
+
+    from .pipeline import job as run_job
+
+    out_root = Path(out_root)
+    jobs, is_batch = discover(paths, recursive=recursive, out_root=out_root)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    out = Console(highlight=False)
+    show_bars = (not quiet) and (err.is_terminal if progress is None else progress)
+
+    rows, skipped = [], []
+    n = len(jobs)
+
+    def note(i: int, job, row, was_skipped: bool) -> None:
+        if row.status != "ok":
+            err.print(f"error: {row.input}: {row.reason}", markup=False)
+        elif not quiet and not show_bars:
+            what = "skipped (report complete)" if was_skipped else (
+                f"{row.n_faces} face{'s' if row.n_faces != 1 else ''}"
+                + (f" ({row.dominant})" if row.dominant else "") + f" in {_fmt_s(row.wall_s)}")
+            err.print(f"[{i}/{n}] {row.input}: {what} -> {out_root / row.report}", markup=False)
+
+    try:
+        if show_bars:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+
+            columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TimeElapsedColumn(), TimeRemainingColumn()]
+            with Progress(*columns, console=err, transient=False) as bars:
+                overall = bars.add_task("inputs", total=n) if n > 1 else None
+                for i, job in enumerate(jobs, start=1):
+                    label = Path(job.path).name
+                    task = bars.add_task(f"  {label}", total=None)
+
+                    def on_progress(done: float, total: float, task=task) -> None:
+                        bars.update(task, completed=round(done, 1),
+                                    total=round(total, 1) if total > 0 else None)
+
+                    row, was_skipped = run_job(job.path, out_root, settings, out_subdir=job.out_subdir,
+                                               overwrite=overwrite, progress=on_progress)
+                    bars.remove_task(task)
+                    rows.append(row)
+                    skipped.append(was_skipped)
+                    if overall is not None:
+                        bars.advance(overall)
+                    note(i, job, row, was_skipped)
+        else:
+            for i, job in enumerate(jobs, start=1):
+                row, was_skipped = run_job(job.path, out_root, settings, out_subdir=job.out_subdir,
+                                           overwrite=overwrite)
+                rows.append(row)
+                skipped.append(was_skipped)
+                note(i, job, row, was_skipped)
+    except KeyboardInterrupt:
+        done = sum(1 for r in rows if r.status == "ok")
+        err.print(f"interrupted: {done} of {n} report(s) complete; run the same command again "
+                  "to resume", markup=False)
+        return EXIT_INTERRUPTED
+
+    if is_batch:
+        write_batch_index(out_root, rows)
+    if not quiet:
+        print_summary(out, rows, skipped, out_root, is_batch)
+    return EXIT_OK if all(r.status == "ok" for r in rows) else EXIT_INPUT_FAILED
+
+
+def write_batch_index(out_root: str | os.PathLike, rows) -> None:
+    """summary.csv and index.html at the output root, each written atomically."""
+    from . import report
+    from .atomic import atomic_path
+
+    out_root = Path(out_root)
+    out_root.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_root / "summary.csv") as tmp:
+        report.write_summary_csv(tmp, rows)
+    with atomic_path(out_root / "index.html") as tmp:
+        report.write_index_html(tmp, rows)
+
+
+def print_summary(console, rows, skipped, out_root: Path, is_batch: bool) -> None:
+    from rich.table import Table
+
+    table = Table(title="fer-video summary", title_justify="left")
+    table.add_column("input", overflow="fold")
+    table.add_column("status")
+    table.add_column("duration", justify="right")
+    table.add_column("faces", justify="right")
+    table.add_column("dominant emotion per face / reason", overflow="fold")
+    for row, was_skipped in zip(rows, skipped):
+        ok = row.status == "ok"
+        status = ("[green]ok[/]" + (" (skipped)" if was_skipped else "")) if ok else "[red]failed[/]"
+        table.add_row(row.input, status, _fmt_s(row.duration_s or 0.0) if ok else "",
+                      str(row.n_faces) if ok else "",
+                      (row.dominant.replace(";", " ") or "no face") if ok else row.reason)
+    console.print(table)
+    failed = sum(1 for r in rows if r.status != "ok")
+    console.print(f"{len(rows) - failed} ok, {failed} failed", markup=False, highlight=False)
+    if is_batch:
+        console.print(f"index: {out_root / 'index.html'}  summary: {out_root / 'summary.csv'}",
+                      markup=False, highlight=False)
+    elif rows and rows[0].report:
+        console.print(f"report: {out_root / rows[0].report}", markup=False, highlight=False)

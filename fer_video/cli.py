@@ -1,0 +1,193 @@
+"""The ``fer-video`` command line.
+
+Kept light at import: heavy libraries (torch, PyAV, pandas, rich) load only when a
+command runs, so ``--help`` and ``--version`` answer at once.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from . import __version__
+from .errors import EXIT_INTERRUPTED, EXIT_USAGE, FerVideoError
+
+PROG = "fer-video"
+
+EXIT_CODES = """\
+exit codes:
+  0    every input succeeded (a video with no faces is a success)
+  1    at least one input failed (unreadable, corrupt, no video stream, ...); the others completed
+  2    usage error: bad option value, or the path given does not exist
+  3    set-up error: model checkpoint missing or invalid, a dependency missing
+  130  interrupted (Ctrl-C); completed reports are kept, the unfinished one is not written
+"""
+
+MAIN_EPILOG = f"""\
+examples:
+  fer-video analyze movie.mp4                   # one video -> reports/movie/
+  fer-video analyze videos/ --recursive         # every video and image in a folder tree
+  fer-video analyze photo.jpg                   # a still image is a one-frame video
+  fer-video analyze --help                      # all analysis options
+
+{EXIT_CODES}"""
+
+ANALYZE_EPILOG = f"""\
+examples:
+  fer-video analyze movie.mp4
+  fer-video analyze videos/ --recursive --out results/
+  fer-video analyze interview.mov --start 60 --end 120 --fps 2
+  fer-video analyze photo.jpg --model runs/exp1/best.safetensors --device cpu
+
+outputs (under --out, default reports/):
+  <stem>/<stem>.frames.csv   one row per face per sampled frame, with class probabilities
+  <stem>/<stem>.json         per-face summaries, emotion segments, settings, model, timings
+  <stem>/<stem>.html         a self-contained report page
+  summary.csv, index.html    for a folder: one row / link per input
+  inputs inside sub-folders keep their relative path under --out, so equal names never collide.
+  Rerunning skips inputs whose report is complete (use --overwrite to redo them).
+
+{EXIT_CODES}"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line (exit code 2)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return v
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number >= 0")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be an integer >= 1")
+    return v
+
+
+def _threshold(text: str) -> float:
+    v = _positive_float(text)
+    if v > 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be in (0, 1]")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Facial emotion recognition for videos: finds every face, follows it "
+                    "through the video and writes per-face emotion timelines as CSV, JSON and HTML.",
+        epilog=MAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    a = sub.add_parser(
+        "analyze", help="analyse videos, images or folders of them",
+        description="Analyse videos and still images: detect faces, track them, classify their "
+                    "emotions and write a report per input.",
+        epilog=ANALYZE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a.add_argument("paths", nargs="+", metavar="PATH", help="a video, an image, or a folder of them")
+    a.add_argument("--out", metavar="DIR", default="reports",
+                   help="output root folder (default: reports)")
+    a.add_argument("-r", "--recursive", action="store_true",
+                   help="also analyse files in sub-folders of a folder")
+    a.add_argument("--overwrite", action="store_true",
+                   help="redo inputs whose report is already complete (default: skip them)")
+    a.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bars or summary table; errors are still printed")
+    g = a.add_argument_group("sampling")
+    g.add_argument("--fps", type=_positive_float, default=5.0,
+                   help="frames analysed per second of video (default: 5)")
+    g.add_argument("--start", type=_nonneg_float, default=0.0, metavar="S",
+                   help="start at this time in seconds (default: 0)")
+    g.add_argument("--end", type=_positive_float, default=None, metavar="S",
+                   help="stop at this time in seconds (default: the end)")
+    g = a.add_argument_group("faces")
+    g.add_argument("--min-face", type=_positive_int, default=20, metavar="PX",
+                   help="smallest face side in pixels to detect (default: 20)")
+    g.add_argument("--threshold", type=_threshold, default=0.9, dest="det_threshold", metavar="P",
+                   help="face detector confidence in (0, 1] (default: 0.9)")
+    g.add_argument("--min-track", type=_positive_int, default=None, metavar="N",
+                   help="ignore faces seen in fewer than N sampled frames "
+                        "(default: 2 for videos, 1 for images)")
+    g = a.add_argument_group("model and hardware")
+    g.add_argument("--model", metavar="PATH", default=None,
+                   help="emotion checkpoint (.safetensors with its .json); default: the packaged model")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto takes CUDA when present (default: auto)")
+    g.add_argument("--batch-size", type=_positive_int, default=8, metavar="N",
+                   help="frames per face-detection batch (default: 8)")
+    g = a.add_argument_group("timelines")
+    g.add_argument("--smoothing", type=_nonneg_float, default=1.0, metavar="S",
+                   dest="smoothing_window_s",
+                   help="moving-average window in seconds for emotion timelines (default: 1; 0: off)")
+    g.add_argument("--min-segment", type=_nonneg_float, default=0.0, metavar="S",
+                   dest="min_segment_s",
+                   help="merge emotion segments shorter than S seconds into neighbours (default: 0)")
+    a.set_defaults(func=cmd_analyze)
+
+    from . import train_cli
+
+    train_cli.register(sub)
+    return parser
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from .batch import run_batch
+    from .settings import Settings
+
+    settings = Settings(fps=args.fps, start=args.start, end=args.end, min_face=args.min_face,
+                        det_threshold=args.det_threshold, batch_size=args.batch_size,
+                        device=args.device, model=args.model,
+                        smoothing_window_s=args.smoothing_window_s, min_segment_s=args.min_segment_s,
+                        min_track=args.min_track)
+    return run_batch(args.paths, settings, out_root=args.out, recursive=args.recursive,
+                     overwrite=args.overwrite, quiet=args.quiet)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:     # --help, --version, or a usage error already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(func(args) or 0)
+    except FerVideoError as exc:
+        print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

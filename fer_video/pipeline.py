@@ -1,0 +1,434 @@
+"""One video in, one result (and optionally three report files) out.
+
+``analyze_video`` streams sampled frames through detection (batched across frames),
+tracking and classification, holding at most one detection batch of frames in memory
+plus small per-face records (boxes, probabilities, one thumbnail per face). Memory stays
+flat however long the video is.
+
+``run_video_job`` is the self-contained per-input job used by the batch runner (and meant
+to be run in worker processes later): it loads the models lazily, once per process, and
+never raises for a bad input — it returns a ``SummaryRow`` with ``status="failed"``.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from .errors import FerVideoError, InputError, SetupError, UsageError
+from .records import FacePrediction, FaceSummary, VideoInfo
+from .settings import Settings
+
+STAGES = ("decode", "detect", "track", "classify", "aggregate", "report")
+THUMB_SIDE = 128          # thumbnails are at most this many pixels on their longer side
+THUMB_MARGIN = 0.2        # fraction of the box side added around a face for its thumbnail
+
+ProgressFn = Callable[[float, float], None]   # (seconds done, seconds total)
+
+
+@dataclass
+class VideoResult:
+    """Everything known about one analysed input."""
+    path: str
+    info: VideoInfo
+    settings: Settings
+    model: dict[str, Any]
+    classes: list[str]
+    predictions: list[FacePrediction]
+    faces: list[FaceSummary]
+    thumbnails: dict[int, bytes]            # face_id -> JPEG
+    timings: dict[str, float]               # seconds per stage (see STAGES)
+    wall_s: float                           # seconds for this input, models already loaded
+    n_samples: int                          # frames sampled and analysed
+    sample_step_s: float = 0.0              # seconds between samples (0 for a still image)
+    outputs: Optional[dict[str, str]] = None   # "csv", "html", "json" -> path, when written
+
+    def frames(self):
+        """The per-frame table (pandas DataFrame), as written to ``<stem>.frames.csv``."""
+        from .report import frames_dataframe
+
+        return frames_dataframe(self.predictions, self.classes)
+
+
+class _Timer:
+    """Accumulates seconds per stage."""
+
+    def __init__(self) -> None:
+        self.t = {s: 0.0 for s in STAGES}
+
+    def add(self, stage: str, since: float) -> float:
+        now = time.perf_counter()
+        self.t[stage] = self.t.get(stage, 0.0) + (now - since)
+        return now
+
+
+@dataclass
+class _Track:
+    first_time: float
+    first_order: int
+    n: int = 0
+    best_score: float = -1.0
+    best_crop: Optional[np.ndarray] = None
+    records: list = field(default_factory=list)   # (frame_index, time_s, box, score, probs)
+
+
+def _thumbnail(image: np.ndarray, box) -> np.ndarray:
+    """A small colour crop around a face (not model preprocessing: only for the HTML report)."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = (float(v) for v in box)
+    mx, my = (x2 - x1) * THUMB_MARGIN, (y2 - y1) * THUMB_MARGIN
+    l, t = max(0, int(x1 - mx)), max(0, int(y1 - my))
+    r, b = min(w, int(np.ceil(x2 + mx))), min(h, int(np.ceil(y2 + my)))
+    if r <= l or b <= t:
+        return np.zeros((1, 1, 3), dtype=np.uint8)
+    crop = Image.fromarray(np.ascontiguousarray(image[t:b, l:r]))
+    crop.thumbnail((THUMB_SIDE, THUMB_SIDE))
+    return np.asarray(crop)
+
+
+def _jpeg(arr: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(arr).convert("RGB").save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+def versions() -> dict[str, str]:
+    """Versions of fer-video and the libraries that shape its results."""
+    import platform
+    from importlib import metadata
+
+    from . import __version__
+
+    out = {"fer_video": __version__, "python": platform.python_version()}
+    for dist in ("torch", "torchvision", "facenet-pytorch", "av", "numpy", "pandas"):
+        try:
+            out[dist.replace("-", "_")] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist.replace("-", "_")] = ""
+    return out
+
+
+def sample_step(info: VideoInfo, settings: Settings) -> float:
+    """Seconds between consecutive samples (0.0 for a still image)."""
+    if info.is_image:
+        return 0.0
+    step = 1.0 / settings.fps
+    if info.fps and info.fps > 0:
+        step = max(step, 1.0 / info.fps)
+    return step
+
+
+def _window(info: VideoInfo, settings: Settings) -> tuple[float, float]:
+    """(start, end) seconds of the part analysed; end may be 0.0 when unknown."""
+    if info.is_image:
+        return 0.0, 0.0
+    end = info.duration_s
+    if settings.end is not None:
+        end = min(end, settings.end) if end > 0 else settings.end
+    return settings.start, end
+
+
+def analyze_video(path: str | os.PathLike, settings: Settings, *, detector, classifier,
+                  out_dir: str | os.PathLike | None = None, stem: str | None = None,
+                  progress: ProgressFn | None = None) -> VideoResult:
+    """Analyse one input (video or still image).
+
+    ``detector``: a ``detect.FaceDetector``; ``classifier``: a ``classify.EmotionClassifier``.
+    Writes ``<stem>.frames.csv``, ``<stem>.html`` and, last, ``<stem>.json`` into ``out_dir``
+    when it is given (``stem`` defaults to the input's file stem). Raises ``InputError`` for
+    an unreadable input. A video without faces is a valid, empty result.
+    """
+    from .decode import probe, sample_frames
+    from .track import FaceTracker
+
+    path = str(path)
+    t_start = time.perf_counter()
+    timer = _Timer()
+    t = time.perf_counter()
+    info = probe(path)
+    t = timer.add("decode", t)
+
+    w_start, w_end = _window(info, settings)
+    if not info.is_image and info.duration_s > 0 and settings.start >= info.duration_s:
+        raise InputError(path, f"--start {settings.start:g} s is at or past the end of the video "
+                               f"({info.duration_s:.2f} s)")
+    total = max(w_end - w_start, 0.0)
+
+    tracker = FaceTracker(iou_threshold=settings.iou_threshold, max_gap_s=settings.max_gap_s)
+    tracks: dict[int, _Track] = {}
+    pending: list[tuple[int, Any, np.ndarray]] = []   # (raw id, TrackedFace, model crop)
+    n_samples = 0
+    last_time = 0.0
+
+    def flush() -> None:
+        if not pending:
+            return
+        t0 = time.perf_counter()
+        probs = classifier.predict_crops([c for _, _, c in pending])
+        for (raw, tf, _), p in zip(pending, probs):
+            tracks[raw].records.append((int(tf.frame_index), float(tf.time_s),
+                                        tuple(float(v) for v in tf.box), float(tf.score),
+                                        tuple(float(v) for v in p)))
+        pending.clear()
+        timer.add("classify", t0)
+
+    def process(batch: list) -> None:
+        t0 = time.perf_counter()
+        dets = detector.detect([f.image for f in batch])
+        timer.add("detect", t0)
+        for frame, frame_dets in zip(batch, dets):
+            t0 = time.perf_counter()
+            tracked = tracker.update(frame.frame_index, frame.time_s, frame_dets)
+            t0 = timer.add("track", t0)
+            for tf in tracked:
+                raw = int(tf.face_id)
+                tr = tracks.get(raw)
+                if tr is None:
+                    tr = tracks[raw] = _Track(first_time=float(tf.time_s), first_order=len(tracks))
+                tr.n += 1
+                if tf.score > tr.best_score:
+                    tr.best_score = float(tf.score)
+                    tr.best_crop = _thumbnail(frame.image, tf.box)
+                pending.append((raw, tf, classifier.crop(frame.image, tf.box)))
+            timer.add("classify", t0)
+            if len(pending) >= classifier.batch_size:
+                flush()
+
+    frames = iter(sample_frames(path, fps=settings.fps, start=settings.start, end=settings.end,
+                                info=info))
+    batch: list = []
+    while True:
+        t = time.perf_counter()
+        frame = next(frames, None)
+        timer.add("decode", t)
+        if frame is None:
+            break
+        batch.append(frame)
+        n_samples += 1
+        last_time = float(frame.time_s)
+        if len(batch) >= settings.batch_size:
+            process(batch)
+            batch = []
+            if progress is not None:
+                progress(min(max(0.0, last_time - w_start), total), total)
+    if batch:
+        process(batch)
+        batch = []
+    flush()
+    if n_samples == 0:
+        where = "" if info.is_image else (
+            f" between {w_start:g} s and "
+            + ("the end" if settings.end is None else f"{settings.end:g} s"))
+        raise InputError(path, "no frame could be decoded" + where)
+    if progress is not None:
+        progress(total, total)
+
+    # Keep faces seen often enough; renumber 1.. in order of first appearance.
+    t = time.perf_counter()
+    min_track = settings.min_track_for(info.is_image)
+    kept = sorted((tr for tr in tracks.values() if tr.n >= min_track),
+                  key=lambda tr: (tr.first_time, tr.first_order))
+    predictions: list[FacePrediction] = []
+    thumbnails: dict[int, bytes] = {}
+    for new_id, tr in enumerate(kept, start=1):
+        for frame_index, time_s, box, score, probs in tr.records:
+            predictions.append(FacePrediction(face_id=new_id, frame_index=frame_index, time_s=time_s,
+                                              box=box, det_score=score, probs=probs))
+        if tr.best_crop is not None:
+            thumbnails[new_id] = _jpeg(tr.best_crop)
+    predictions.sort(key=lambda p: (p.time_s, p.frame_index, p.face_id))
+    t = timer.add("track", t)
+
+    from .aggregate import summarize_faces
+
+    step = sample_step(info, settings)
+    duration = 0.0 if info.is_image else (w_end if w_end > 0 else last_time + step)
+    faces = summarize_faces(predictions, classifier.classes, sample_step_s=step,
+                            duration_s=duration, smoothing_window_s=settings.smoothing_window_s,
+                            min_segment_s=settings.min_segment_s)
+    timer.add("aggregate", t)
+
+    result = VideoResult(path=path, info=info, settings=settings, model=classifier.info(),
+                         classes=list(classifier.classes), predictions=predictions, faces=faces,
+                         thumbnails=thumbnails, timings=timer.t,
+                         wall_s=time.perf_counter() - t_start, n_samples=n_samples,
+                         sample_step_s=step)
+    if out_dir is not None:
+        result.outputs = write_outputs(result, out_dir, stem or Path(path).stem, timer=timer)
+    result.wall_s = time.perf_counter() - t_start
+    return result
+
+
+# -- report files ------------------------------------------------------------------------
+
+def output_paths(out_dir: str | os.PathLike, stem: str) -> dict[str, Path]:
+    d = Path(out_dir)
+    return {"csv": d / f"{stem}.frames.csv", "html": d / f"{stem}.html", "json": d / f"{stem}.json"}
+
+
+def is_complete(out_dir: str | os.PathLike, stem: str) -> bool:
+    """A report is complete when all three files exist and the JSON (written last) parses."""
+    paths = output_paths(out_dir, stem)
+    if not all(p.is_file() for p in paths.values()):
+        return False
+    try:
+        json.loads(paths["json"].read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def write_outputs(result: VideoResult, out_dir: str | os.PathLike, stem: str,
+                  timer: _Timer | None = None) -> dict[str, str]:
+    """Write CSV, HTML, then JSON (each atomically, by report.py); the JSON marks completion."""
+    from . import report
+
+    t0 = time.perf_counter()
+    paths = output_paths(out_dir, stem)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    # An older JSON would mark a half-rewritten report as complete: drop it first.
+    paths["json"].unlink(missing_ok=True)
+    settings_json = {**result.settings.to_json(), "sample_step_s": result.sample_step_s}
+    df = result.frames()
+    report.write_frames_csv(df, paths["csv"])
+    report.write_html(paths["html"], info=result.info, faces=result.faces, frames=df,
+                      classes=result.classes, thumbnails=result.thumbnails,
+                      settings=settings_json, model=result.model,
+                      wall_s=result.wall_s + (time.perf_counter() - t0))
+    timings = dict(result.timings)
+    timings["report"] = timings.get("report", 0.0) + (time.perf_counter() - t0)
+    if timer is not None:
+        timer.t["report"] = timings["report"]
+    obj = report.build_report_json(info=result.info, settings=settings_json, model=result.model,
+                                   faces=result.faces, timings=timings,
+                                   wall_s=result.wall_s + (time.perf_counter() - t0),
+                                   versions=versions())
+    report.write_json(obj, paths["json"])     # last: its presence marks the report complete
+    return {k: str(v) for k, v in paths.items()}
+
+
+# -- the per-input job -------------------------------------------------------------------
+
+_DETECTORS: dict[tuple, Any] = {}
+_CLASSIFIERS: dict[tuple, Any] = {}
+
+
+def load_models(settings: Settings):
+    """(detector, classifier) for these settings, built once per process and cached."""
+    from .classify import EmotionClassifier, resolve_device
+
+    device = resolve_device(settings.device)
+    ckey = (str(settings.model_path().resolve()), device, settings.classify_batch_size)
+    classifier = _CLASSIFIERS.get(ckey)
+    if classifier is None:
+        classifier = _CLASSIFIERS[ckey] = EmotionClassifier(settings.model_path(), device=device,
+                                                            batch_size=settings.classify_batch_size)
+    dkey = (device, settings.min_face, settings.det_threshold, settings.max_side, settings.batch_size)
+    detector = _DETECTORS.get(dkey)
+    if detector is None:
+        try:
+            from .detect import FaceDetector
+        except ImportError as exc:
+            raise SetupError(f"face detector unavailable: {exc} "
+                             "(install it with: pip install --no-deps facenet-pytorch==2.6.0)") from None
+        detector = _DETECTORS[dkey] = FaceDetector(device=device, min_face=settings.min_face,
+                                                   threshold=settings.det_threshold,
+                                                   max_side=settings.max_side,
+                                                   batch_size=settings.batch_size)
+    return detector, classifier
+
+
+def one_line(exc: BaseException | str) -> str:
+    """An exception (or text) as one short line for a user."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def dominant_text(faces) -> str:
+    """'1:happy;2:neutral' — each face's dominant emotion, by face_id (summary.csv column)."""
+    pairs = []
+    for f in faces:
+        if isinstance(f, dict):
+            pairs.append((int(f.get("face_id", 0)), str(f.get("dominant_emotion", ""))))
+        else:
+            pairs.append((int(f.face_id), f.dominant_emotion))
+    return ";".join(f"{i}:{e}" for i, e in sorted(pairs))
+
+
+def _row_from_json(input_path: str, json_path: Path, report_rel: str):
+    from .report import SummaryRow
+
+    obj = json.loads(json_path.read_text(encoding="utf-8"))
+    faces = obj["faces"]
+    return SummaryRow(input=input_path, status="ok", reason="",
+                      duration_s=float(obj["input"]["duration_s"]), n_faces=len(faces),
+                      dominant=dominant_text(faces), report=report_rel,
+                      wall_s=float(obj.get("wall_s") or 0.0))
+
+
+def _failed(input_path: str, reason: str, t0: float):
+    from .report import SummaryRow
+
+    return SummaryRow(input=input_path, status="failed", reason=reason,
+                      wall_s=time.perf_counter() - t0)
+
+
+def job(input_path: str | os.PathLike, out_root: str | os.PathLike, settings: Settings, *,
+        out_subdir: str | None = None, overwrite: bool = False,
+        progress: ProgressFn | None = None):
+    """Like :func:`run_video_job` but returns ``(SummaryRow, skipped: bool)``."""
+    from .report import SummaryRow
+
+    input_path = str(input_path)
+    sub = out_subdir or Path(input_path).stem
+    out_dir = Path(out_root) / sub
+    stem = Path(sub).name
+    paths = output_paths(out_dir, stem)
+    report_rel = Path(sub, paths["html"].name).as_posix()
+    if not overwrite and is_complete(out_dir, stem):
+        try:
+            return _row_from_json(input_path, paths["json"], report_rel), True
+        except (OSError, ValueError, TypeError, KeyError):
+            pass   # unreadable: analyse again
+    t0 = time.perf_counter()
+    try:
+        detector, classifier = load_models(settings)
+        result = analyze_video(input_path, settings, detector=detector, classifier=classifier,
+                               out_dir=out_dir, stem=stem, progress=progress)
+    except (SetupError, UsageError):
+        raise
+    except InputError as exc:
+        return _failed(input_path, one_line(exc.reason), t0), False
+    except FerVideoError as exc:
+        return _failed(input_path, one_line(exc), t0), False
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:   # a decoder/library error on one input must not stop a batch
+        return _failed(input_path, f"{type(exc).__name__}: {one_line(exc)}", t0), False
+    return SummaryRow(input=input_path, status="ok", reason="", duration_s=result.info.duration_s,
+                      n_faces=len(result.faces), dominant=dominant_text(result.faces),
+                      report=report_rel, wall_s=result.wall_s), False
+
+
+def run_video_job(input_path: str | os.PathLike, out_root: str | os.PathLike,
+                  settings: Settings, *, out_subdir: str | None = None,
+                  overwrite: bool = False, progress: ProgressFn | None = None):
+    """Analyse one input into ``out_root/<out_subdir or stem>/`` and return its ``SummaryRow``.
+
+    Skips an input whose report is already complete unless ``overwrite``. A bad input gives
+    ``status="failed"`` with the reason; set-up and usage errors (which would fail every
+    input) and KeyboardInterrupt propagate. Models are loaded once per process.
+    """
+    row, _ = job(input_path, out_root, settings, out_subdir=out_subdir, overwrite=overwrite,
+                 progress=progress)
+    return row
