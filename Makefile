@@ -1,0 +1,38 @@
+# fer-video: `make demo` analyses a sample clip, `make test` runs the test suite.
+# Set-up is idempotent: it runs again only when pyproject.toml changes (stamp file).
+
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+PIP     := $(PY) -m pip
+STAMP   := $(VENV)/.fer-video-setup.stamp
+export FER_VIDEO_SHARED ?= $(abspath $(CURDIR)/../shared)
+
+.PHONY: setup demo test chromium clean
+
+setup: $(STAMP)
+
+# torch/torchvision: these releases lie on this machine's disk (pip finds them there).
+# facenet-pytorch 2.6.0 pins torch<2.3: install it without its pins (its real needs are in
+# pyproject.toml).
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PIP) install --quiet --no-deps facenet-pytorch==2.6.0
+	$(PIP) install --quiet --no-deps facenet-pytorch==2.6.0
+	$(PIP) install --quiet -e '.[dev]'
+	@touch $@
+
+demo: setup
+	$(VENV)/bin/fer-video analyze sample_videos/pyfeat_single_face.mp4
+
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  echo "installing Debian chromium (browser tests)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: setup chromium
+	$(PY) -m pytest
+
+clean:
+	rm -rf reports/*/ reports/summary.csv reports/index.html .pytest_cache
