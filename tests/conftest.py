@@ -53,3 +53,70 @@ def shared_video(shared_dir):
 @pytest.fixture(scope="session")
 def samples() -> Path:
     return SAMPLES
+
+
+@pytest.fixture(scope="session")
+def settings_for(model_path):
+    """``settings_for(fps=2, ...)`` -> Settings using the test checkpoint on the CPU."""
+    from fer_video.settings import Settings
+
+    def make(**kw):
+        kw.setdefault("model", str(model_path))
+        kw.setdefault("device", "cpu")
+        return Settings(**kw)
+    return make
+
+
+@pytest.fixture(scope="session")
+def still_jpeg(tmp_path_factory, samples) -> Path:
+    """A JPEG photo made from a frame (t = 1 s) of the single-face sample clip."""
+    import av
+    from PIL import Image
+
+    out = tmp_path_factory.mktemp("still") / "portrait.jpg"
+    with av.open(str(samples / "pyfeat_single_face.mp4")) as c:
+        for frame in c.decode(video=0):
+            if frame.time is not None and frame.time >= 1.0:
+                Image.fromarray(frame.to_ndarray(format="rgb24")).save(out, quality=92)
+                break
+    assert out.is_file()
+    return out
+
+
+@pytest.fixture(scope="session")
+def bad_inputs(tmp_path_factory, samples) -> dict[str, Path]:
+    """Broken inputs, each in its own right: zero-byte, truncated, text named .mp4, audio-only."""
+    import av
+    import numpy as np
+
+    d = tmp_path_factory.mktemp("bad")
+    paths = {}
+    paths["zero"] = d / "zero_bytes.mp4"
+    paths["zero"].write_bytes(b"")
+    src = (samples / "pyfeat_single_face.mp4").read_bytes()
+    paths["truncated"] = d / "truncated.mp4"
+    paths["truncated"].write_bytes(src[: len(src) // 3])
+    paths["text"] = d / "notes.mp4"
+    paths["text"].write_text("This is a text file, not a video.\n" * 20)
+    paths["audio"] = d / "audio_only.mp4"
+    with av.open(str(paths["audio"]), "w", format="mp4") as c:
+        s = c.add_stream("aac", rate=16000, layout="mono")
+        for i in range(20):
+            frame = av.AudioFrame.from_ndarray(
+                (0.1 * np.sin(np.arange(1024) / 10.0)).astype(np.float32)[None, :],
+                format="fltp", layout="mono")
+            frame.rate = 16000
+            frame.pts = i * 1024
+            for packet in s.encode(frame):
+                c.mux(packet)
+        for packet in s.encode(None):
+            c.mux(packet)
+    return paths
+
+
+def output_files(root: Path) -> list[Path]:
+    return sorted(p for p in Path(root).rglob("*") if p.is_file())
+
+
+def assert_no_traceback(text: str) -> None:
+    assert "Traceback" not in text, text

@@ -1,0 +1,146 @@
+"""Folder runs: discovery, output layout without collisions, resume, Ctrl-C."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fer_video.batch import discover, run_batch
+from fer_video.errors import UsageError
+
+from conftest import REPO, assert_no_traceback, output_files
+
+
+def touch(root: Path, *rels: str) -> None:
+    for rel in rels:
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+
+
+def test_discover_sorted_filtered_and_recursive(tmp_path):
+    touch(tmp_path, "b.mp4", "a.MOV", "c.jpg", "notes.txt", ".hidden.mp4", "sub/d.mkv",
+          "sub/deeper/e.png", ".git/f.mp4")
+    jobs, is_batch = discover([tmp_path])
+    assert is_batch
+    assert [Path(j.path).name for j in jobs] == ["a.MOV", "b.mp4", "c.jpg"]
+    jobs, _ = discover([tmp_path], recursive=True)
+    assert [j.out_subdir for j in jobs] == ["a", "b", "c", "sub/d", "sub/deeper/e"]
+
+
+def test_same_stem_never_collides(tmp_path):
+    touch(tmp_path, "x/clip.mp4", "y/clip.mp4", "clip.mp4", "clip.mov", "z/Clip.mp4")
+    jobs, _ = discover([tmp_path], recursive=True)
+    subdirs = [j.out_subdir for j in jobs]
+    assert len(set(s.casefold() for s in subdirs)) == len(subdirs) == 5
+    assert subdirs == ["clip_mov", "clip_mp4", "x/clip", "y/clip", "z/Clip"]
+    # several file arguments with one stem
+    jobs, is_batch = discover([tmp_path / "x/clip.mp4", tmp_path / "y/clip.mp4"])
+    assert is_batch and len({j.out_subdir for j in jobs}) == 2
+
+
+def test_single_file_and_missing_paths(tmp_path):
+    touch(tmp_path, "movie.mp4", "README")
+    jobs, is_batch = discover([tmp_path / "movie.mp4"])
+    assert not is_batch and jobs[0].out_subdir == "movie"
+    jobs, _ = discover([tmp_path / "README"])           # a file argument is tried whatever its name
+    assert jobs[0].out_subdir == "README"
+    with pytest.raises(UsageError, match="no such file"):
+        discover([tmp_path / "nope.mp4"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="no video or image"):
+        discover([tmp_path / "empty"])
+
+
+def test_output_folder_inside_input_is_skipped(tmp_path):
+    touch(tmp_path, "a.mp4", "reports/a/old.jpg")
+    jobs, _ = discover([tmp_path], recursive=True, out_root=tmp_path / "reports")
+    assert [j.out_subdir for j in jobs] == ["a"]
+
+
+@pytest.fixture(scope="module")
+def clip_folder(tmp_path_factory, samples):
+    """Four short real clips in a folder tree (two share a stem)."""
+    d = tmp_path_factory.mktemp("clips")
+    src = (samples / "pyfeat_single_face.mp4").read_bytes()
+    for rel in ("a_first.mp4", "b_second.mp4", "sub/c_third.mp4", "sub2/a_first.mp4"):
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / rel).write_bytes(src)
+    return d
+
+
+@pytest.mark.slow
+def test_rerun_skips_complete_and_overwrite_redoes(clip_folder, settings_for, tmp_path, capsys):
+    settings = settings_for(fps=1.0)
+    out = tmp_path / "out"
+    assert run_batch([clip_folder], settings, out_root=out, recursive=True, quiet=True) == 0
+    jsons = sorted(out.rglob("*.json"))
+    assert [p.relative_to(out).as_posix() for p in jsons] == [
+        "a_first/a_first.json", "b_second/b_second.json", "sub/c_third/c_third.json",
+        "sub2/a_first/a_first.json"]
+    rows = list(csv.DictReader(open(out / "summary.csv")))
+    assert [r["status"] for r in rows] == ["ok"] * 4
+    mtimes = {p: p.stat().st_mtime_ns for p in jsons}
+    # an incomplete report (no JSON) is redone; complete ones are skipped
+    (out / "b_second" / "b_second.json").unlink()
+    capsys.readouterr()
+    assert run_batch([clip_folder], settings, out_root=out, recursive=True) == 0
+    err = capsys.readouterr().err
+    assert err.count("skipped") == 3
+    for p, m in mtimes.items():
+        assert (p.stat().st_mtime_ns == m) == (p.name != "b_second.json")
+    assert run_batch([clip_folder], settings, out_root=out, recursive=True, quiet=True,
+                     overwrite=True) == 0
+    assert all(p.stat().st_mtime_ns != m for p, m in mtimes.items())
+    assert [r["status"] for r in csv.DictReader(open(out / "summary.csv"))] == ["ok"] * 4
+
+
+def _complete(out: Path) -> list[str]:
+    return sorted(p.parent.relative_to(out).as_posix() for p in out.rglob("*.json"))
+
+
+@pytest.mark.slow
+def test_interrupted_batch_resumes(clip_folder, model_path, tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "fer_video.cli", "analyze", str(clip_folder), "--recursive",
+           "--fps", "3", "--model", str(model_path), "--device", "cpu", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 300
+    while not (out.exists() and _complete(out)):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no report completed in time"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (stdout, stderr)
+    assert_no_traceback(stderr)
+    assert "interrupted" in stderr
+    done = _complete(out)
+    assert 1 <= len(done) < 4
+    # nothing half-written under a final name, no temp files left
+    for p in output_files(out):
+        assert not p.name.endswith(".tmp"), p
+        if p.suffix == ".json":
+            json.loads(p.read_text())
+        if p.suffix == ".html":
+            assert p.read_text(encoding="utf-8").rstrip().endswith("</html>")
+    for d in done:
+        stem = Path(d).name
+        assert {f.name for f in (out / d).iterdir()} == {f"{stem}.frames.csv", f"{stem}.html",
+                                                         f"{stem}.json"}
+    first = out / done[0] / f"{Path(done[0]).name}.json"
+    before = first.stat().st_mtime_ns
+    rerun = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert first.stat().st_mtime_ns == before                     # skipped, not redone
+    assert _complete(out) == ["a_first", "b_second", "sub/c_third", "sub2/a_first"]
+    rows = list(csv.DictReader(open(out / "summary.csv")))
+    assert [r["status"] for r in rows] == ["ok"] * 4

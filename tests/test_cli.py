@@ -1,0 +1,165 @@
+"""The fer-video command line: help, exit codes, one-line errors, real runs."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fer_video import __version__
+from fer_video.cli import main
+
+from conftest import REPO, assert_no_traceback, output_files
+
+
+def run_main(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert_no_traceback(err)
+    return lines[0]
+
+
+def test_help_lists_examples_and_exit_codes(capsys):
+    code, out, _ = run_main(capsys, "--help")
+    assert code == 0
+    assert "analyze" in out and "exit codes" in out and "130" in out and "--recursive" in out
+    code, out, _ = run_main(capsys, "analyze", "--help")
+    assert code == 0
+    for word in ("examples:", "--out", "--fps", "--model", "--device", "--overwrite", "--quiet",
+                 "--min-track", "--batch-size", "summary.csv", "exit codes", "130"):
+        assert word in out, word
+
+
+def test_version(capsys):
+    code, out, _ = run_main(capsys, "--version")
+    assert code == 0 and __version__ in out
+
+
+def test_no_command_is_usage_error(capsys):
+    code, _, err = run_main(capsys)
+    assert code == 2 and "usage" in err.lower()
+
+
+def test_missing_path_exit_2_one_line(capsys, tmp_path):
+    code, _, err = run_main(capsys, "analyze", tmp_path / "missing.mp4", "--out", tmp_path / "o")
+    assert code == 2
+    assert "missing.mp4" in one_line(err)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("opt", [["--fps", "-1"], ["--fps", "abc"], ["--threshold", "2"],
+                                 ["--device", "tpu"], ["--batch-size", "0"], ["--bogus"]])
+def test_bad_option_exit_2_one_line(capsys, samples, opt):
+    code, _, err = run_main(capsys, "analyze", samples / "pyfeat_single_face.mp4", *opt)
+    assert code == 2
+    one_line(err)
+
+
+def test_end_before_start_is_usage_error(capsys, samples, model_path):
+    code, _, err = run_main(capsys, "analyze", samples / "pyfeat_single_face.mp4", "--start", "3",
+                            "--end", "2", "--model", model_path)
+    assert code == 2 and "end" in one_line(err)
+
+
+def test_missing_model_exit_3_one_line(capsys, samples, tmp_path):
+    code, _, err = run_main(capsys, "analyze", samples / "pyfeat_single_face.mp4",
+                            "--model", tmp_path / "none.safetensors", "--out", tmp_path)
+    assert code == 3
+    assert "none.safetensors" in one_line(err)
+
+
+def test_cuda_requested_without_cuda(capsys, samples, model_path, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    code, _, err = run_main(capsys, "analyze", samples / "pyfeat_single_face.mp4", "--device", "cuda",
+                            "--model", model_path, "--out", tmp_path)
+    assert code == 2 and "cuda" in one_line(err).lower()
+
+
+@pytest.mark.slow
+def test_analyze_one_video(capsys, samples, model_path, tmp_path):
+    code, out, err = run_main(capsys, "analyze", samples / "pyfeat_single_face.mp4", "--fps", "2",
+                              "--model", model_path, "--device", "cpu", "--out", tmp_path)
+    assert code == 0, err
+    assert_no_traceback(err)
+    d = tmp_path / "pyfeat_single_face"
+    assert sorted(p.name for p in output_files(tmp_path)) == [
+        "pyfeat_single_face.frames.csv", "pyfeat_single_face.html", "pyfeat_single_face.json"]
+    doc = json.loads((d / "pyfeat_single_face.json").read_text())
+    assert doc["n_faces"] == 1 and doc["settings"]["fps"] == 2.0
+    assert "pyfeat_single_face" in out      # the closing summary table
+    # --quiet: nothing on stdout; the report is complete, so this run skips it
+    code, out, err = run_main(capsys, "analyze", samples / "pyfeat_single_face.mp4", "--fps", "2",
+                              "--model", model_path, "--device", "cpu", "--out", tmp_path, "--quiet")
+    assert code == 0 and out == "" and err == ""
+
+
+@pytest.mark.slow
+def test_no_face_video_exit_0(capsys, samples, model_path, tmp_path):
+    code, _, err = run_main(capsys, "analyze", samples / "pyfeat_no_face.mp4", "--fps", "1",
+                            "--model", model_path, "--device", "cpu", "--out", tmp_path, "-q")
+    assert code == 0, err
+    doc = json.loads((tmp_path / "pyfeat_no_face" / "pyfeat_no_face.json").read_text())
+    assert doc["faces"] == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["zero", "truncated", "text", "audio"])
+def test_bad_input_one_line_error(capsys, bad_inputs, model_path, tmp_path, kind):
+    path = bad_inputs[kind]
+    code, _, err = run_main(capsys, "analyze", path, "--model", model_path, "--device", "cpu",
+                            "--out", tmp_path, "-q")
+    assert code == 1
+    line = one_line(err)
+    assert path.name in line
+    assert not [p for p in output_files(tmp_path) if p.suffix == ".json"]
+
+
+@pytest.mark.slow
+def test_folder_with_bad_files_completes_the_rest(capsys, samples, bad_inputs, model_path, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for p in bad_inputs.values():
+        (folder / p.name).write_bytes(p.read_bytes())
+    (folder / "good.mp4").write_bytes((samples / "pyfeat_single_face.mp4").read_bytes())
+    out_root = tmp_path / "out"
+    code, out, err = run_main(capsys, "analyze", folder, "--fps", "1", "--model", model_path,
+                              "--device", "cpu", "--out", out_root)
+    assert code == 1
+    assert_no_traceback(err)
+    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(errors) == len(bad_inputs)
+    for p in bad_inputs.values():
+        assert sum(p.name in ln for ln in errors) == 1
+    rows = list(csv.DictReader(open(out_root / "summary.csv")))
+    assert [os.path.basename(r["input"]) for r in rows] == sorted(
+        [p.name for p in bad_inputs.values()] + ["good.mp4"])
+    by_name = {os.path.basename(r["input"]): r for r in rows}
+    assert by_name["good.mp4"]["status"] == "ok" and by_name["good.mp4"]["n_faces"] == "1"
+    assert by_name["good.mp4"]["report"] == "good/good.html"
+    for p in bad_inputs.values():
+        assert by_name[p.name]["status"] == "failed" and by_name[p.name]["reason"]
+    index = (out_root / "index.html").read_text()
+    assert "good/good.html" in index
+    assert (out_root / "good" / "good.json").is_file()
+
+
+def test_subprocess_user_error_has_no_traceback(tmp_path):
+    """The real entry point, as a user runs it: one line, exit 2, no traceback."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    p = subprocess.run([sys.executable, str(REPO / "cli.py"), "analyze", str(tmp_path / "nope.mp4")],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 2
+    assert "nope.mp4" in one_line(p.stderr)
+    assert p.stdout == ""

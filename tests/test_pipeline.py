@@ -1,0 +1,192 @@
+"""analyze_video end to end on real clips: real decoding, real MTCNN, a real checkpoint."""
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import fer_video
+from fer_video.errors import InputError, UsageError
+from fer_video.pipeline import (STAGES, analyze_video, is_complete, job, load_models,
+                                output_paths, run_video_job)
+
+from conftest import CLASSES, output_files
+
+pytestmark = pytest.mark.slow
+
+
+def _run(path, settings, out_dir=None, **kw):
+    detector, classifier = load_models(settings)
+    return analyze_video(path, settings, detector=detector, classifier=classifier,
+                         out_dir=out_dir, **kw)
+
+
+@pytest.fixture(scope="module")
+def single(samples, settings_for, tmp_path_factory):
+    out = tmp_path_factory.mktemp("single")
+    return _run(samples / "pyfeat_single_face.mp4", settings_for(fps=5.0), out_dir=out), out
+
+
+def check_contract(result, out_dir=None):
+    """The output contract of docs/outputs.md, for any result."""
+    info = result.info
+    df = result.frames()
+    assert list(df.columns[:8]) == ["time_s", "frame_index", "face_id", "x1", "y1", "x2", "y2",
+                                    "det_score"]
+    assert list(df.columns[8:]) == CLASSES + ["emotion"]
+    if len(df):
+        np.testing.assert_allclose(df[CLASSES].sum(axis=1), 1.0, atol=1e-9)
+        assert (df[CLASSES] >= 0).all().all()
+        assert df["time_s"].is_monotonic_increasing
+        assert df["time_s"].min() >= 0 and (info.duration_s == 0 or df["time_s"].max() <= info.duration_s)
+        assert sorted(df["face_id"].unique()) == list(range(1, len(result.faces) + 1))
+    for face in result.faces:
+        assert face.n_frames == int((df["face_id"] == face.face_id).sum())
+        assert face.dominant_emotion in CLASSES
+        assert abs(sum(face.mean_probs.values()) - 1) < 1e-9
+        for seg in face.segments:
+            assert 0 <= seg.start_s <= seg.end_s <= max(info.duration_s, 0.0) + 1e-9
+            assert seg.emotion in CLASSES
+        assert result.thumbnails[face.face_id][:2] == b"\xff\xd8"      # JPEG
+    # ids in order of first appearance
+    firsts = [f.first_seen_s for f in result.faces]
+    assert firsts == sorted(firsts)
+    if out_dir is not None:
+        paths = result.outputs
+        assert set(paths) == set(output_paths(out_dir, "x"))
+        csv = pd.read_csv(paths["csv"])
+        assert list(csv.columns) == list(df.columns) and len(csv) == len(df)
+        doc = json.loads(open(paths["json"]).read())
+        assert doc["input"]["duration_s"] == pytest.approx(info.duration_s, abs=1e-6)
+        assert doc["model"]["sha256"] == result.model["sha256"]
+        assert doc["model"]["classes"] == CLASSES
+        assert set(STAGES) <= set(doc["timings_s"])
+        assert doc["settings"]["fps"] == result.settings.fps
+        assert doc["settings"]["sample_step_s"] == pytest.approx(result.sample_step_s)
+        assert doc["n_faces"] == len(result.faces) == len(doc["faces"])
+        for k in ("torch", "fer_video", "av"):
+            assert doc["versions"][k]
+        html = open(paths["html"], encoding="utf-8").read()
+        assert html.rstrip().endswith("</html>")
+        assert not [p for p in output_files(out_dir) if p.name.endswith(".tmp")]
+
+
+def test_single_face_clip(single):
+    result, out = single
+    assert len(result.faces) == 1
+    assert result.info.duration_s == pytest.approx(2.43, abs=0.1)
+    assert 10 <= result.n_samples <= 14          # 2.43 s at 5 fps
+    assert result.faces[0].n_frames >= result.n_samples - 2
+    assert result.sample_step_s == pytest.approx(0.2)
+    check_contract(result, out)
+    assert is_complete(out, "pyfeat_single_face")
+    assert set(result.timings) >= set(STAGES) and all(v >= 0 for v in result.timings.values())
+
+
+def test_no_face_is_a_valid_empty_result(samples, settings_for, tmp_path):
+    result = _run(samples / "pyfeat_no_face.mp4", settings_for(fps=2.0), out_dir=tmp_path)
+    assert result.faces == [] and result.predictions == [] and result.n_samples >= 7
+    check_contract(result, tmp_path)
+    doc = json.loads(open(result.outputs["json"]).read())
+    assert doc["n_faces"] == 0 and doc["faces"] == []
+
+
+def test_crowd_gives_several_faces(shared_video, settings_for):
+    result = _run(shared_video("videos/facenet_crowd_1080p.mp4"), settings_for(fps=1.5))
+    assert len(result.faces) >= 3
+    check_contract(result)
+
+
+def test_face_then_noface_vfr_hevc(shared_video, settings_for, tmp_path):
+    result = _run(shared_video("videos/pyfeat_face_noface.mov"), settings_for(fps=2.0), out_dir=tmp_path)
+    assert result.info.codec == "hevc"
+    assert len(result.faces) >= 1
+    assert min(f.first_seen_s for f in result.faces) < 1.0
+    assert max(f.last_seen_s for f in result.faces) < 3.5     # the face leaves at ~2.4 s
+    check_contract(result, tmp_path)
+
+
+def test_crema_d_flv(shared_video, settings_for):
+    result = _run(shared_video("videos/labelled/1001_DFA_ANG_XX.flv"), settings_for(fps=3.0))
+    assert len(result.faces) == 1
+    check_contract(result)
+
+
+def test_still_image_is_a_one_frame_video(still_jpeg, settings_for, tmp_path):
+    result = _run(still_jpeg, settings_for(), out_dir=tmp_path)
+    assert result.info.is_image and result.n_samples == 1
+    assert len(result.faces) == 1                       # min_track defaults to 1 for stills
+    face = result.faces[0]
+    assert face.first_seen_s == face.last_seen_s == 0.0
+    assert [(s.start_s, s.end_s) for s in face.segments] == [(0.0, 0.0)]
+    check_contract(result, tmp_path)
+
+
+def test_window_and_min_track(samples, settings_for):
+    result = _run(samples / "pyfeat_single_face.mp4", settings_for(fps=4.0, start=1.0, end=2.0))
+    times = [p.time_s for p in result.predictions]
+    assert times and 1.0 - 1e-6 <= min(times) and max(times) <= 2.0 + 1e-6
+    for seg in result.faces[0].segments:
+        assert seg.end_s <= 2.0 + 1e-9
+    none = _run(samples / "pyfeat_single_face.mp4", settings_for(fps=2.0, min_track=100))
+    assert none.faces == [] and none.predictions == []
+
+
+def test_streams_in_bounded_batches(samples, settings_for):
+    """Detection sees at most batch_size frames at a time; the classifier is batched."""
+    settings = settings_for(fps=5.0, batch_size=3, classify_batch_size=4)
+    detector, classifier = load_models(settings)
+    seen = []
+
+    class Spy:
+        def detect(self, images):
+            seen.append(len(images))
+            return detector.detect(images)
+
+    result = analyze_video(samples / "pyfeat_single_face.mp4", settings, detector=Spy(),
+                           classifier=classifier)
+    assert max(seen) <= 3 and sum(seen) == result.n_samples
+    assert classifier.batch_size == 4
+
+
+def test_bad_input_raises_input_error(bad_inputs, settings_for):
+    with pytest.raises(InputError) as e:
+        _run(bad_inputs["text"], settings_for())
+    assert "notes.mp4" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_python_api(samples, model_path, tmp_path):
+    df, faces = fer_video.analyze(samples / "pyfeat_single_face.mp4", model=str(model_path),
+                                  device="cpu", fps=2)
+    assert isinstance(df, pd.DataFrame) and len(faces) == 1
+    assert set(df["face_id"]) == {1}
+    assert not list(tmp_path.iterdir())
+    df2, _ = fer_video.analyze(samples / "pyfeat_single_face.mp4", model=str(model_path),
+                               device="cpu", fps=2, out=tmp_path)
+    assert is_complete(tmp_path / "pyfeat_single_face", "pyfeat_single_face")
+    pd.testing.assert_frame_equal(df, df2)
+    with pytest.raises(UsageError, match="unknown setting"):
+        fer_video.analyze(samples / "pyfeat_single_face.mp4", colour="blue")
+    with pytest.raises(UsageError, match="no such file"):
+        fer_video.analyze(tmp_path / "missing.mp4", model=str(model_path))
+
+
+def test_run_video_job_skips_complete_and_is_picklable(samples, settings_for, tmp_path):
+    settings = settings_for(fps=2.0)
+    assert pickle.loads(pickle.dumps(settings)) == settings
+    assert pickle.loads(pickle.dumps(run_video_job)) is run_video_job
+    row = run_video_job(samples / "pyfeat_single_face.mp4", tmp_path, settings)
+    assert row.status == "ok" and row.n_faces == 1 and row.dominant.startswith("1:")
+    assert row.report == "pyfeat_single_face/pyfeat_single_face.html"
+    json_path = tmp_path / "pyfeat_single_face" / "pyfeat_single_face.json"
+    before = json_path.stat().st_mtime_ns
+    again, skipped = job(samples / "pyfeat_single_face.mp4", tmp_path, settings)
+    assert skipped and again.dominant == row.dominant and again.n_faces == 1
+    assert json_path.stat().st_mtime_ns == before
+    redo, skipped = job(samples / "pyfeat_single_face.mp4", tmp_path, settings, overwrite=True)
+    assert not skipped and json_path.stat().st_mtime_ns != before
+    bad = run_video_job(samples / "nope.mp4", tmp_path, settings)
+    assert bad.status == "failed" and bad.reason
