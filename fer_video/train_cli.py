@@ -1,7 +1,143 @@
 """`fer-video train` and `fer-video evaluate` sub-commands (registered by fer_video.cli)."""
 from __future__ import annotations
 
+import argparse
+import json
+from dataclasses import fields
+
+from .errors import EXIT_OK
+
+TRAIN_EPILOG = """examples:
+  fer-video train --data ../shared/datasets/fer2013 --out runs/fer2013 --epochs 30
+  fer-video train --data ../shared/datasets/ckplus48 --out runs/ckplus \\
+      --weights runs/fer2013/best.safetensors --freeze-epochs 2 --epochs 20 --lr 1e-3
+  fer-video train --out runs/fer2013 --resume          # continue an interrupted run
+
+DATASET: a folder with one sub-folder per class (optional MANIFEST.csv with a `subject`
+column for grouped splits), a folder with FER2013 train.npz/test.npz, or Kaggle's fer2013.csv.
+The best epoch is chosen on a validation split carved from the training data (grouped by
+subject, or by duplicate image), never on a test split.
+"""
+
+EVAL_EPILOG = """examples:
+  fer-video evaluate --data ../shared/datasets/fer2013            # the shipped model, FER2013 test
+  fer-video evaluate --model runs/x/best.safetensors --data ../shared/datasets/ckplus48 --out eval/
+  fer-video evaluate --data ../shared/datasets/ckplus48 --folds 10 --weights runs/fer2013/best.safetensors \\
+      --epochs 20 --out cv/ckplus_pretrained       # subject-grouped 10-fold cross-validation of a recipe
+
+FER2013 test results print `accuracy: X` (all 7,178 test images) and `clean accuracy: X`
+(without the test images that are pixel-identical to a train image).
+"""
+
+
+def _add_recipe_args(p: argparse.ArgumentParser, *, require_data: bool) -> None:
+    from .train import TrainArgs
+
+    d = {f.name: f.default for f in fields(TrainArgs) if f.name not in ("data", "out", "classes")}
+    p.add_argument("--data", required=require_data, help="dataset path (see below)")
+    p.add_argument("--weights", default=d["weights"],
+                   help="starting weights: imagenet, none, or one of our checkpoints (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=d["epochs"])
+    p.add_argument("--batch-size", type=int, default=d["batch_size"])
+    p.add_argument("--lr", type=float, default=d["lr"], help="peak learning rate of the head (default: %(default)s)")
+    p.add_argument("--backbone-lr-mult", type=float, default=d["backbone_lr_mult"],
+                   help="backbone LR = lr x this, when starting from pretrained weights")
+    p.add_argument("--weight-decay", type=float, default=d["weight_decay"])
+    p.add_argument("--img-size", type=int, default=d["img_size"])
+    p.add_argument("--head", choices=["seed", "linear"], default=d["head"],
+                   help="seed: Conv-MaxPool-BN-Dropout-Flatten-Dense (founding note); linear: avg-pool + linear")
+    p.add_argument("--stem", choices=["imagenet", "small"], default=d["stem"])
+    p.add_argument("--freeze-epochs", type=int, default=d["freeze_epochs"],
+                   help="epochs with the backbone frozen before fine-tuning it (pretrained starts)")
+    p.add_argument("--label-smoothing", type=float, default=d["label_smoothing"])
+    p.add_argument("--class-weighting", choices=["none", "sqrt", "inverse"], default=d["class_weighting"])
+    p.add_argument("--val-fraction", type=float, default=d["val_fraction"])
+    p.add_argument("--device", default=d["device"], help="auto | cpu | cuda (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d["seed"])
+    p.add_argument("--no-amp", dest="amp", action="store_false", help="train in fp32 (default: bf16/fp16 autocast)")
+    p.add_argument("--max-images", type=int, default=0, help="use at most N training images (smoke runs)")
+
+
+def _train_args(ns: argparse.Namespace, out: str):
+    from .train import TrainArgs
+
+    names = {f.name for f in fields(TrainArgs)}
+    kw = {k: v for k, v in vars(ns).items() if k in names and v is not None}
+    kw["out"] = out
+    return TrainArgs(**kw)
+
+
+def _run_train(ns: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .errors import UsageError
+    from .train import train
+
+    if ns.resume and not ns.data:
+        saved = Path(ns.out) / "args.json"
+        if not saved.is_file():
+            raise UsageError(f"--resume: no run to resume in {ns.out}")
+        ns.data = json.loads(saved.read_text())["data"]
+    if not ns.data:
+        raise UsageError("--data is required")
+    args = _train_args(ns, ns.out)
+    args.resume = ns.resume
+    best = train(args)
+    print(f"best epoch {best['epoch']}: val accuracy {best.get('val_acc', float('nan')):.4f}; "
+          f"checkpoint {Path(ns.out) / 'best.safetensors'}")
+    return EXIT_OK
+
+
+def _run_evaluate(ns: argparse.Namespace) -> int:
+    from .evaluate import cross_validate, evaluate_model, write_outputs
+
+    if ns.folds:
+        args = _train_args(ns, ns.out or "runs/cv")
+        if ns.model and args.weights == "none":
+            args.weights = ns.model
+        summary = cross_validate(args, ns.folds, ns.out or "runs/cv")
+        print(f"{ns.folds}-fold cross-validation (grouped by {summary['grouped_by']}): "
+              f"accuracy {summary['accuracy_mean']:.4f} ± {summary['accuracy_std']:.4f}, "
+              f"macro-F1 {summary['macro_f1_mean']:.4f} ± {summary['macro_f1_std']:.4f}")
+        write_outputs(summary, ns.out or "runs/cv")
+        return EXIT_OK
+    result = evaluate_model(ns.model, ns.data, split=ns.split, device=ns.device, tta_flip=ns.tta_flip)
+    print(f"model: {result['model']}")
+    print(f"data: {result['data']} ({result['split']}, {result['images_scored']} images scored)")
+    if result["left_out_data_classes"] or result["left_out_model_classes"]:
+        print(f"shared classes: {', '.join(result['classes'])}; left out: data {result['left_out_data_classes']}, "
+              f"model {result['left_out_model_classes']} ({result['images_left_out']} images skipped)")
+    print(f"accuracy: {result['accuracy']:.4f}")
+    if "clean_accuracy" in result:
+        print(f"clean accuracy: {result['clean_accuracy']:.4f} (n={result['clean_n']})")
+    print(f"macro-F1: {result['macro_f1']:.4f}")
+    for c, pc in result["per_class"].items():
+        print(f"  {c:<10} precision {pc['precision']:.4f} recall {pc['recall']:.4f} (n={pc['support']})")
+    if ns.out:
+        for p in write_outputs(result, ns.out):
+            print(f"wrote {p}")
+    return EXIT_OK
+
 
 def register(subparsers) -> None:
     """Add the `train` and `evaluate` sub-parsers; each sets ``func(args) -> exit code``."""
-    return None
+    fmt = argparse.RawDescriptionHelpFormatter
+    t = subparsers.add_parser("train", help="fine-tune (or train) the ResNet50 emotion classifier",
+                              description="Train the emotion classifier; a checkpoint every epoch, resumable.",
+                              epilog=TRAIN_EPILOG, formatter_class=fmt)
+    _add_recipe_args(t, require_data=False)
+    t.add_argument("--out", required=True, help="run directory (log, metrics, checkpoints)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    t.set_defaults(func=_run_train)
+
+    e = subparsers.add_parser("evaluate", help="score a checkpoint on a labelled face set, or cross-validate",
+                              description="Accuracy, macro-F1, per-class precision/recall and the confusion matrix.",
+                              epilog=EVAL_EPILOG, formatter_class=fmt)
+    e.add_argument("--model", help="checkpoint (.safetensors/.json or run folder); default: the shipped model")
+    e.add_argument("--out", help="write metrics.json, confusion.csv and confusion.html here")
+    e.add_argument("--split", default="test", choices=["test", "train", "all"], help="(default: %(default)s)")
+    e.add_argument("--tta-flip", action="store_true", help="average predictions with the mirrored image")
+    e.add_argument("--folds", type=int, default=0,
+                   help="K: subject-grouped K-fold cross-validation of the training recipe below")
+    _add_recipe_args(e, require_data=True)
+    e.set_defaults(func=_run_evaluate)

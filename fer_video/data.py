@@ -1,0 +1,224 @@
+"""Labelled face datasets for training and evaluation, and leak-free splits.
+
+Supported inputs (``load_dataset``):
+- an image folder with one sub-folder per class (CK+48's layout), with an optional
+  ``MANIFEST.csv`` (``path,label,subject``) whose ``subject`` column drives grouped splits;
+- FER2013 as ``train.npz`` / ``test.npz`` (a folder holding them, or one file);
+- the original Kaggle ``fer2013.csv`` (``emotion,pixels,Usage``).
+
+Images are kept as uint8 gray arrays (N x S x S) at their stored size (48 for both sets);
+resizing to the model's input size happens in the training loop.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UsageError
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm"}
+FER2013_CLASSES = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+
+# Folder/label spellings seen in public FER datasets -> the names our models use.
+CANONICAL = {
+    "anger": "angry", "angry": "angry", "contempt": "contempt", "disgust": "disgust",
+    "disgusted": "disgust", "fear": "fear", "fearful": "fear", "happy": "happy",
+    "happiness": "happy", "joy": "happy", "neutral": "neutral", "sad": "sad",
+    "sadness": "sad", "surprise": "surprise", "surprised": "surprise",
+}
+
+
+def canonical(name: str) -> str:
+    return CANONICAL.get(name.strip().lower(), name.strip().lower())
+
+
+@dataclass
+class FaceDataset:
+    images: np.ndarray                  # uint8, N x H x W (gray)
+    labels: np.ndarray                  # int64 indices into `classes`
+    classes: list[str]                  # canonical class names
+    groups: np.ndarray                  # one group id per image (subject, or duplicate cluster)
+    source: str                         # what was loaded (for the checkpoint's `data` record)
+    grouped_by: str = "image"           # "subject", "duplicates" or "image"
+    extra: dict[str, np.ndarray] = field(default_factory=dict)   # e.g. FER2013 `in_train`
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, idx: np.ndarray) -> "FaceDataset":
+        return FaceDataset(self.images[idx], self.labels[idx], list(self.classes), self.groups[idx],
+                           self.source, self.grouped_by, {k: v[idx] for k, v in self.extra.items()})
+
+    def counts(self) -> dict[str, int]:
+        c = np.bincount(self.labels, minlength=len(self.classes))
+        return {name: int(n) for name, n in zip(self.classes, c)}
+
+
+def _pixel_groups(images: np.ndarray) -> np.ndarray:
+    """Group id per image such that pixel-identical images share a group (keeps duplicates on one side of a split)."""
+    ids: dict[bytes, int] = {}
+    out = np.empty(len(images), dtype=np.int64)
+    for i, img in enumerate(images):
+        out[i] = ids.setdefault(hashlib.md5(img.tobytes()).digest(), len(ids))
+    return out
+
+
+def load_dataset(path: str | Path, split: str = "train") -> FaceDataset:
+    """Load ``split`` ("train", "test" or "all") of the dataset at ``path``.
+
+    Image folders have no predefined split: "all" and "train" return every image (the
+    caller carves grouped validation/test splits); "test" is an error.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"dataset not found: {p}")
+    try:
+        if p.is_file() and p.suffix == ".npz":
+            return _load_npz(p)
+        if p.is_file() and p.suffix == ".csv":
+            return _load_kaggle_csv(p, split)
+        if p.is_dir() and (p / "train.npz").is_file():
+            if split == "all":
+                raise UsageError(f"{p}: FER2013 has fixed train/test splits; ask for 'train' or 'test'")
+            target = p / f"{split}.npz"
+            if not target.is_file():
+                raise UsageError(f"dataset split not found: {target}")
+            return _load_npz(target)
+        if p.is_dir() and (p / "fer2013.csv").is_file():
+            return _load_kaggle_csv(p / "fer2013.csv", split)
+        if p.is_dir():
+            if split == "test":
+                raise UsageError(f"{p}: an image folder has no test split; use --folds or a held-out folder")
+            return _load_image_folder(p)
+    except UsageError:
+        raise
+    except (OSError, ValueError, KeyError) as exc:
+        raise UsageError(f"cannot read dataset {p}: {exc}") from None
+    raise UsageError(f"{p}: not a dataset (expected a class-folder tree, FER2013 .npz files or fer2013.csv)")
+
+
+def _load_npz(path: Path) -> FaceDataset:
+    with np.load(path, allow_pickle=False) as z:
+        images = z["images"].astype(np.uint8)
+        labels = z["labels"].astype(np.int64)
+        classes = [canonical(str(c)) for c in z["classes"]]
+        extra = {k: z[k] for k in ("in_train", "dup_within_split", "usage") if k in z.files}
+    return FaceDataset(images, labels, classes, _pixel_groups(images), str(path), "duplicates", extra)
+
+
+def _load_kaggle_csv(path: Path, split: str) -> FaceDataset:
+    usages = {"train": {"Training"}, "test": {"PublicTest", "PrivateTest"},
+              "all": {"Training", "PublicTest", "PrivateTest"}}[split]
+    images, labels = [], []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {"emotion", "pixels", "Usage"} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"missing columns {sorted(missing)}")
+        for row in reader:
+            if row["Usage"] in usages:
+                px = np.array(row["pixels"].split(), dtype=np.uint8)
+                images.append(px.reshape(48, 48))
+                labels.append(int(row["emotion"]))
+    if not images:
+        raise ValueError(f"no rows for split {split!r}")
+    images_a = np.stack(images)
+    extra: dict[str, np.ndarray] = {}
+    if split == "test":
+        # Same leak check as the shipped .npz: test images pixel-identical to a train image.
+        train = _load_kaggle_csv(path, "train")
+        seen = {hashlib.md5(im.tobytes()).digest() for im in train.images}
+        extra["in_train"] = np.array([hashlib.md5(im.tobytes()).digest() in seen for im in images_a])
+    return FaceDataset(images_a, np.array(labels, dtype=np.int64), list(FER2013_CLASSES),
+                       _pixel_groups(images_a), str(path), "duplicates", extra)
+
+
+def _load_image_folder(root: Path) -> FaceDataset:
+    from PIL import Image
+
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not class_dirs:
+        raise ValueError("no class sub-folders")
+    subjects: dict[str, str] = {}
+    manifest = root / "MANIFEST.csv"
+    if manifest.is_file():
+        with open(manifest, newline="") as f:
+            for row in csv.DictReader(f):
+                if row.get("subject"):
+                    subjects[row["path"]] = row["subject"]
+    images, labels, groups = [], [], []
+    size = None
+    for ci, d in enumerate(class_dirs):
+        for fp in sorted(d.iterdir()):
+            if fp.suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            with Image.open(fp) as im:
+                im = im.convert("L")
+                if size is None:
+                    size = im.size
+                if im.size != size:
+                    im = im.resize(size, Image.BILINEAR)
+                images.append(np.asarray(im, dtype=np.uint8))
+            labels.append(ci)
+            rel = f"{d.name}/{fp.name}"
+            groups.append(subjects.get(rel, rel))
+    if not images:
+        raise ValueError("no images in the class sub-folders")
+    grouped_by = "subject" if subjects else "image"
+    _, group_ids = np.unique(np.array(groups), return_inverse=True)
+    return FaceDataset(np.stack(images), np.array(labels, dtype=np.int64),
+                       [canonical(d.name) for d in class_dirs], group_ids.astype(np.int64),
+                       str(root), grouped_by)
+
+
+def grouped_split(groups: np.ndarray, labels: np.ndarray, fraction: float, seed: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into (keep, held_out) with ~``fraction`` held out; no group on both sides.
+
+    Groups are assigned per class of their first image so the held-out part keeps the
+    class balance roughly (stratified at group level).
+    """
+    rng = np.random.default_rng(seed)
+    uniq = np.unique(groups)
+    first_label = {g: labels[np.argmax(groups == g)] for g in uniq} if len(uniq) < 5000 else None
+    if first_label is None:
+        # Large sets (FER2013): vectorised first-label lookup.
+        order = np.argsort(groups, kind="stable")
+        g_sorted = groups[order]
+        starts = np.r_[0, np.flatnonzero(np.diff(g_sorted)) + 1]
+        first_label = dict(zip(g_sorted[starts], labels[order][starts]))
+    held = []
+    for c in np.unique(labels):
+        gs = np.array([g for g in uniq if first_label[g] == c])
+        rng.shuffle(gs)
+        held.extend(gs[: int(round(len(gs) * fraction))])
+    mask = np.isin(groups, np.array(held))
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
+def group_kfold(groups: np.ndarray, labels: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
+    """K folds of indices (each a test fold); no group appears in two folds.
+
+    Groups are shuffled, then dealt greedily to the fold with the fewest images so folds
+    have similar sizes.
+    """
+    if k < 2:
+        raise UsageError("--folds must be at least 2")
+    uniq, counts = np.unique(groups, return_counts=True)
+    if len(uniq) < k:
+        raise UsageError(f"{k} folds need at least {k} groups (subjects); the data has {len(uniq)}")
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(uniq))
+    order = perm[np.argsort(-counts[perm], kind="stable")]  # big groups first, ties shuffled
+    fold_of_group = {}
+    sizes = np.zeros(k, dtype=np.int64)
+    for gi in order:
+        f = int(np.argmin(sizes))
+        fold_of_group[uniq[gi]] = f
+        sizes[f] += counts[gi]
+    assign = np.array([fold_of_group[g] for g in groups])
+    return [np.flatnonzero(assign == f) for f in range(k)]

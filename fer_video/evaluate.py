@@ -1,0 +1,164 @@
+"""Evaluation of a checkpoint on a labelled face set, and subject-grouped cross-validation.
+
+Outputs (``--out DIR``): ``metrics.json``, ``confusion.csv`` (rows = true class, columns =
+predicted class, counts) and ``confusion.html`` (a self-contained heat-map table).
+"""
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_write_text
+from .checkpoint import ModelConfig, checkpoint_paths, default_model_path, file_sha256, load_checkpoint
+from .data import FaceDataset, group_kfold, grouped_split, load_dataset
+from .errors import SetupError, UsageError
+from .train import TrainArgs, confusion_matrix, metrics_from_confusion, pick_device, predict_probs, train
+
+
+def evaluate_probs(probs: np.ndarray, data: FaceDataset, model_classes: list[str]) -> dict:
+    """Metrics for model probabilities on a dataset whose classes may differ from the model's.
+
+    Only images whose class the model knows are scored ("shared classes"). ``accuracy`` takes
+    the argmax over the shared classes only (a model class the data lacks, e.g. neutral on
+    CK+, cannot be predicted); ``accuracy_all_classes`` takes the argmax over every model
+    class, counting predictions of a class the data lacks as errors. When the classes are the
+    same, both are equal.
+    """
+    shared = [c for c in model_classes if c in data.classes]
+    if not shared:
+        raise UsageError(f"the model's classes {model_classes} and the data's {data.classes} share none")
+    left_out_data = [c for c in data.classes if c not in shared]
+    left_out_model = [c for c in model_classes if c not in shared]
+    data_to_shared = {data.classes.index(c): i for i, c in enumerate(shared)}
+    keep = np.array([lbl in data_to_shared for lbl in data.labels], dtype=bool)
+    y = np.array([data_to_shared[lbl] for lbl in data.labels[keep]], dtype=np.int64)
+    cols = [model_classes.index(c) for c in shared]
+    p = probs[keep]
+    pred_shared = p[:, cols].argmax(1)
+    m = metrics_from_confusion(confusion_matrix(y, pred_shared, len(shared)), shared)
+    pred_all = p.argmax(1)
+    model_to_shared = {model_classes.index(c): i for i, c in enumerate(shared)}
+    correct_all = np.array([model_to_shared.get(int(q), -1) == t for q, t in zip(pred_all, y)])
+    m.update(
+        accuracy_all_classes=float(correct_all.mean()) if len(y) else 0.0,
+        classes=shared,
+        confusion=confusion_matrix(y, pred_shared, len(shared)).tolist(),
+        left_out_data_classes=left_out_data,
+        left_out_model_classes=left_out_model,
+        images_scored=int(keep.sum()),
+        images_left_out=int((~keep).sum()),
+    )
+    return m
+
+
+def _resolve_model(model: str | None) -> str:
+    path = model or str(default_model_path())
+    weights, cfg = checkpoint_paths(path)
+    if not weights.is_file() or not cfg.is_file():
+        raise SetupError(f"model checkpoint not found: {weights} (+ {cfg.name})")
+    return str(weights)
+
+
+def evaluate_model(model_path: str | None, data_path: str, split: str = "test", device: str = "auto",
+                   tta_flip: bool = False, batch_size: int = 256) -> dict:
+    """Evaluate a checkpoint on ``split`` of a dataset. FER2013 also gets ``clean_accuracy``."""
+    path = _resolve_model(model_path)
+    dev = pick_device(device)
+    model, config = load_checkpoint(path, dev)
+    try:
+        data = load_dataset(data_path, split)
+    except UsageError:
+        if split != "test":
+            raise
+        data = load_dataset(data_path, "all")   # image folders have no test split: score everything
+        split = "all"
+    probs = predict_probs(model, data.images, config, dev, batch_size=batch_size, tta_flip=tta_flip)
+    result = {"model": path, "model_sha256": file_sha256(path), "data": str(data_path), "split": split,
+              "tta_flip": tta_flip, **evaluate_probs(probs, data, config.classes)}
+    if "in_train" in data.extra:
+        clean = ~data.extra["in_train"].astype(bool)
+        m_clean = evaluate_probs(probs[clean], data.subset(np.flatnonzero(clean)), config.classes)
+        result["clean_accuracy"] = m_clean["accuracy"]
+        result["clean_macro_f1"] = m_clean["macro_f1"]
+        result["clean_n"] = m_clean["n"]
+    return result
+
+
+def cross_validate(args: TrainArgs, folds: int, out_dir: str | Path, log=print) -> dict:
+    """Subject-grouped K-fold CV of a training recipe: per fold, train (picking the epoch on a
+    grouped validation carve of the training folds) and score the held-out fold."""
+    data = load_dataset(args.data, "all" if Path(args.data).is_dir() and not (Path(args.data) / "train.npz").exists()
+                        else "train")
+    out = Path(out_dir)
+    fold_idx = group_kfold(data.groups, data.labels, folds, args.seed)
+    results = []
+    for f, test_idx in enumerate(fold_idx):
+        fold_dir = out / f"fold{f + 1:02d}"
+        done = fold_dir / "fold_metrics.json"
+        if done.is_file():
+            results.append(json.loads(done.read_text()))
+            log(f"fold {f + 1}/{folds}: done before, accuracy {results[-1]['accuracy']:.4f}")
+            continue
+        train_idx = np.setdiff1d(np.arange(len(data)), test_idx)
+        tr = data.subset(train_idx)
+        keep, held = grouped_split(tr.groups, tr.labels, args.val_fraction, args.seed + f)
+        fold_args = replace(args, out=str(fold_dir), resume=(fold_dir / "train_state.pt").is_file())
+        train(fold_args, tr.subset(keep), tr.subset(held))
+        dev = pick_device(args.device)
+        model, config = load_checkpoint(fold_dir / "best", dev)
+        test = data.subset(test_idx)
+        m = evaluate_probs(predict_probs(model, test.images, config, dev), test, config.classes)
+        m["fold"] = f + 1
+        m["test_subjects"] = int(len(np.unique(test.groups)))
+        atomic_write_text(done, json.dumps(m, indent=2) + "\n")
+        results.append(m)
+        log(f"fold {f + 1}/{folds}: accuracy {m['accuracy']:.4f} macro-F1 {m['macro_f1']:.4f} (n={m['n']})")
+    accs = np.array([r["accuracy"] for r in results])
+    f1s = np.array([r["macro_f1"] for r in results])
+    summary = {"folds": folds, "data": args.data, "grouped_by": data.grouped_by,
+               "recipe": {k: v for k, v in asdict(args).items() if k not in ("out", "resume")},
+               "accuracy_mean": float(accs.mean()), "accuracy_std": float(accs.std(ddof=1)) if folds > 1 else 0.0,
+               "macro_f1_mean": float(f1s.mean()), "macro_f1_std": float(f1s.std(ddof=1)) if folds > 1 else 0.0,
+               "per_fold": [{"fold": r["fold"], "accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "n": r["n"]}
+                            for r in results]}
+    return summary
+
+
+def write_outputs(result: dict, out_dir: str | Path) -> list[Path]:
+    """metrics.json, confusion.csv and confusion.html (when a confusion matrix is present)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "metrics.json"]
+    atomic_write_text(written[0], json.dumps(result, indent=2) + "\n")
+    if "confusion" in result:
+        classes, cm = result["classes"], np.array(result["confusion"])
+        lines = ["true\\pred," + ",".join(classes)]
+        lines += [f"{c}," + ",".join(str(int(v)) for v in row) for c, row in zip(classes, cm)]
+        atomic_write_text(out / "confusion.csv", "\n".join(lines) + "\n")
+        atomic_write_text(out / "confusion.html", confusion_html(classes, cm, result))
+        written += [out / "confusion.csv", out / "confusion.html"]
+    return written
+
+
+def confusion_html(classes: list[str], cm: np.ndarray, result: dict) -> str:
+    """Self-contained heat map: cell shade = share of the true class (row-normalised)."""
+    rows = cm.sum(1, keepdims=True).clip(min=1)
+    share = cm / rows
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in classes)
+    body = []
+    for c, counts, sh in zip(classes, cm, share):
+        cells = "".join(
+            f'<td style="background:rgba(37,99,235,{s:.3f});color:{"#fff" if s > .5 else "#111"}">'
+            f"{int(n)}<br><small>{s:.0%}</small></td>" for n, s in zip(counts, sh))
+        body.append(f"<tr><th>{html.escape(c)}</th>{cells}</tr>")
+    title = f"accuracy {result.get('accuracy', 0):.4f} · macro-F1 {result.get('macro_f1', 0):.4f} · n={result.get('n', 0)}"
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Confusion matrix</title>
+<style>body{{font:14px system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:.4em .7em;text-align:center}}</style></head><body>
+<h1>Confusion matrix</h1><p>{html.escape(title)}</p><p>Rows: true class; columns: predicted class;
+cell: count and share of the row.</p><table><tr><th>true \\ pred</th>{head}</tr>{''.join(body)}</table>
+</body></html>"""
