@@ -31,7 +31,7 @@ class ModelConfig:
     grayscale: bool = True             # convert the face crop to gray (replicated to `channels`)
     mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     std: list[float] = field(default_factory=lambda: [0.25, 0.25, 0.25])
-    crop_margin: float = 0.15          # fraction of the face box side added on every side before resizing
+    crop_margin: float = 0.10          # fraction of the face box side added on every side before resizing
     interpolation: str = "bilinear"
     data: dict[str, Any] = field(default_factory=dict)     # what it was trained on
     recipe: dict[str, Any] = field(default_factory=dict)   # how (epochs, lr, augmentation, ...)
