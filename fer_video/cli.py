@@ -167,6 +167,19 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                      overwrite=args.overwrite, quiet=args.quiet)
 
 
+def _interruptible() -> None:
+    """Make SIGINT raise KeyboardInterrupt even if the parent started us with it ignored
+    (as shells do for background jobs), so Ctrl-C / kill -INT always stops cleanly (130)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        try:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        except (ValueError, OSError):
+            pass
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     try:
@@ -177,6 +190,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if func is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    _interruptible()
     try:
         return int(func(args) or 0)
     except FerVideoError as exc:
