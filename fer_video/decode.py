@@ -1,0 +1,462 @@
+"""The sampler: read a video (or a still image) and hand out RGB frames at a chosen rate.
+
+``probe(path)`` checks an input and describes it (``VideoInfo``); ``sample_frames(...)``
+streams ``SampledFrame`` records from it. Both raise ``InputError`` with a one-line reason
+for anything a user can get wrong (missing, empty, not a video, truncated, corrupt, no
+video stream). Decoding is PyAV (FFmpeg); stills go through Pillow.
+
+Conventions (see ``records.py``): ``time_s`` is the frame's presentation time in seconds
+from the stream's first frame (its ``start_time``); ``frame_index`` is the 0-based position
+of the frame among all decoded frames in presentation order; images are upright (the
+container's display rotation is applied) HxWx3 uint8 RGB.
+"""
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+
+from .errors import InputError
+from .records import SampledFrame, VideoInfo
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+# Pillow format name -> the FFmpeg codec name, so stills and videos name codecs alike.
+_PIL_CODECS = {"JPEG": "mjpeg", "MPO": "mjpeg", "PNG": "png", "BMP": "bmp", "WEBP": "webp",
+               "TIFF": "tiff", "GIF": "gif", "PPM": "ppm"}
+# EXIF orientation -> clockwise rotation needed to show the image upright (mirrored ones
+# 2/4/5/7 also flip; ImageOps.exif_transpose does both).
+_EXIF_ROTATION = {1: 0, 2: 0, 3: 180, 4: 180, 5: 90, 6: 90, 7: 270, 8: 270}
+
+_EPS = 1e-6          # seconds: float slack when comparing frame times with sampling targets
+
+
+# ----------------------------------------------------------------------------- probe
+
+def probe(path) -> VideoInfo:
+    """Check that ``path`` is a readable video (or still image) and describe it.
+
+    Decodes the first video frame: that proves the stream can be decoded and gives the
+    display rotation (PyAV exposes the display matrix on frames, not on streams).
+
+    Raises ``InputError`` for: a missing path or a directory, a zero-byte file, a file that
+    is not a recognised video/image (e.g. text named ``.mp4``), a corrupt or truncated
+    container, a file with no video stream (audio only; cover art does not count), or a
+    video stream of which not one frame can be decoded.
+    """
+    p = _check_file(path)
+    if p.suffix.lower() in IMAGE_EXTENSIONS:
+        return _probe_image(p)
+    av = _import_av()
+    container = _open_container(p, av)
+    try:
+        if _is_image_format(container):
+            container.close()
+            return _probe_image(p)
+        stream = _video_stream(p, container)
+        first = _first_frame(p, container, stream, av)
+        rotation = _rotation_cw(first)
+        w, h = first.width, first.height
+        if rotation in (90, 270):
+            w, h = h, w
+        return VideoInfo(
+            path=str(p),
+            size_bytes=p.stat().st_size,
+            container=container.format.name,
+            codec=stream.codec_context.name,
+            width=int(w),
+            height=int(h),
+            rotation=rotation,
+            fps=_average_fps(stream),
+            duration_s=_duration_s(stream, container),
+            is_image=False,
+        )
+    finally:
+        container.close()
+
+
+def _check_file(path) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise InputError(p, "file not found")
+    if p.is_dir():
+        raise InputError(p, "is a directory, not a video file")
+    try:
+        size = p.stat().st_size
+        with open(p, "rb"):
+            pass
+    except PermissionError:
+        raise InputError(p, "permission denied") from None
+    except OSError as e:
+        raise InputError(p, f"cannot read file: {e.strerror or e}") from None
+    if size == 0:
+        raise InputError(p, "empty file (0 bytes)")
+    return p
+
+
+def _import_av():
+    try:
+        import av
+    except ImportError as e:  # a dependency of the package: only a broken install lacks it
+        from .errors import SetupError
+        raise SetupError(f"PyAV is not installed ({e}); run: pip install 'av>=12'") from None
+    return av
+
+
+def _open_container(p: Path, av):
+    try:
+        return av.open(str(p), metadata_errors="ignore")
+    except av.error.EOFError:
+        raise InputError(p, "truncated file: it ends inside the container header") from None
+    except av.error.InvalidDataError:
+        raise InputError(p, _why_unreadable(p)) from None
+    except av.error.FFmpegError as e:
+        raise InputError(p, f"cannot open as a video: {_ffmpeg_message(e)}") from None
+
+
+def _why_unreadable(p: Path) -> str:
+    """A specific reason for a file FFmpeg cannot even open, from its first bytes."""
+    with open(p, "rb") as f:
+        head = f.read(4096)
+    if head[4:8] == b"ftyp":
+        return "corrupt or truncated MP4/MOV file (its index, the 'moov' box, is missing or damaged)"
+    if head[:4] == b"\x1aE\xdf\xa3":
+        return "corrupt or truncated Matroska/WebM file"
+    if head[:4] == b"RIFF":
+        return "corrupt or truncated RIFF (AVI/WAV) file"
+    if _looks_like_text(head):
+        return "not a video: the file contains text"
+    return "not a video file FFmpeg recognises (unknown format, or corrupt)"
+
+
+def _looks_like_text(head: bytes) -> bool:
+    if not head or b"\x00" in head:
+        return False
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        try:
+            text = head[:-3].decode("utf-8")   # a multi-byte character cut at the end
+        except UnicodeDecodeError:
+            return False
+    printable = sum(ch.isprintable() or ch in "\r\n\t" for ch in text)
+    return printable >= 0.95 * len(text)
+
+
+def _ffmpeg_message(e) -> str:
+    return getattr(e, "strerror", None) or str(e)
+
+
+def _is_image_format(container) -> bool:
+    """FFmpeg opened a still image (e.g. a PNG with a video extension)."""
+    name = container.format.name
+    return name == "image2" or (name.endswith("_pipe") and name != "gif_pipe")
+
+
+def _video_stream(p: Path, container):
+    """The first real video stream; cover art (attached pictures) does not count."""
+    import av
+    streams = [s for s in container.streams.video
+               if not (s.disposition & av.stream.Disposition.attached_pic)]
+    if streams:
+        return streams[0]
+    audio = [s.codec_context.name for s in container.streams.audio if s.codec_context]
+    if audio:
+        art = " with cover art" if container.streams.video else ""
+        return _raise(p, f"no video stream (audio-only file{art}: {', '.join(audio)})")
+    return _raise(p, "no video stream in the file")
+
+
+def _raise(p, reason):
+    raise InputError(p, reason)
+
+
+def _first_frame(p: Path, container, stream, av):
+    try:
+        for frame in container.decode(stream):
+            return frame
+    except av.error.FFmpegError as e:
+        raise InputError(p, f"video stream cannot be decoded ({stream.codec_context.name}): "
+                            f"{_ffmpeg_message(e)}") from None
+    raise InputError(p, "no decodable video frame (file truncated or corrupt)")
+
+
+def _rotation_cw(frame) -> int:
+    """Clockwise degrees (0/90/180/270) the stored frame must turn to be shown upright.
+
+    PyAV's ``VideoFrame.rotation`` is the display matrix's counter-clockwise angle in
+    [-180, 180] (FFmpeg's ``av_display_rotation_get``); a phone's portrait clip reads -90.
+    """
+    ccw = getattr(frame, "rotation", 0) or 0
+    return int(round(-ccw / 90.0)) % 4 * 90
+
+
+def _average_fps(stream) -> float:
+    for rate in (stream.average_rate, stream.guessed_rate):
+        if rate:
+            return float(rate)
+    return 0.0
+
+
+def _duration_s(stream, container) -> float:
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration:
+        return container.duration / 1_000_000  # AV_TIME_BASE
+    if stream.frames and stream.average_rate:
+        return float(stream.frames / stream.average_rate)
+    return 0.0
+
+
+def _probe_image(p: Path) -> VideoInfo:
+    img, fmt, rotation = _read_image(p, load=False)
+    w, h = img.size
+    if rotation in (90, 270):
+        w, h = h, w
+    return VideoInfo(path=str(p), size_bytes=p.stat().st_size, container="image",
+                     codec=_PIL_CODECS.get(fmt, fmt.lower()), width=w, height=h,
+                     rotation=rotation, fps=0.0, duration_s=0.0, is_image=True)
+
+
+def _read_image(p: Path, load: bool):
+    from PIL import Image, UnidentifiedImageError
+    try:
+        img = Image.open(p)
+        fmt = img.format or "image"
+        orientation = img.getexif().get(0x0112, 1)
+        if load:
+            img.load()
+    except UnidentifiedImageError:
+        raise InputError(p, "not an image Pillow can read (unknown format or corrupt)") from None
+    except (OSError, SyntaxError, ValueError) as e:  # truncated/damaged image data
+        raise InputError(p, f"corrupt or truncated image: {e}") from None
+    return img, fmt, _EXIF_ROTATION.get(orientation, 0)
+
+
+def _image_rgb(p: Path) -> np.ndarray:
+    from PIL import ImageOps
+    img, _, _ = _read_image(p, load=True)
+    try:
+        img = ImageOps.exif_transpose(img)
+        return np.asarray(img.convert("RGB"))
+    except (OSError, ValueError) as e:
+        raise InputError(p, f"corrupt or truncated image: {e}") from None
+
+
+# ----------------------------------------------------------------------------- sample
+
+def sample_frames(path, fps: Optional[float] = 5.0, start: float = 0.0,
+                  end: Optional[float] = None, info: Optional[VideoInfo] = None
+                  ) -> Iterator[SampledFrame]:
+    """Stream the frames of ``path`` sampled at ``fps`` per second, from ``start`` to ``end``.
+
+    Sampling is by presentation time: the targets are ``start, start + 1/fps, ...``; each
+    target takes the first decoded frame whose time is >= the target, and a frame that
+    passes several targets (a gap in variable-frame-rate video) is emitted once, the next
+    target being the first one after it. So VFR input is sampled evenly in time and no
+    frame is emitted twice. ``fps=None`` or ``0`` emits every frame. ``end`` is exclusive
+    (frames at ``time_s >= end`` are not emitted); ``None`` means the end of the stream.
+
+    Memory stays flat however long the video: one frame is decoded at a time and only the
+    sampled ones are converted to RGB (and rotated upright). Decoding is threaded.
+
+    ``start > 0`` seeks to the key frame before ``start`` instead of decoding everything
+    before it. ``frame_index`` stays exact: before seeking, the packets up to ``start`` are
+    demuxed (cheap, no decoding) and counted, one frame per packet. Should a container's
+    packets lack timestamps, the sampler decodes from the beginning instead (exact, slower).
+
+    Argument and probe errors are raised when this function is called (it is not itself a
+    generator); decoding errors are raised by the iterator:
+
+    * if the stream breaks in the middle (FFmpeg reports invalid data), or the file ends
+      well before the duration its container declares (truncated download), the iterator
+      raises ``InputError`` *after* having yielded the frames it could decode. The error's
+      reason names the time reached; ``err.time_reached_s`` (seconds, or None if nothing
+      was decoded) and ``err.frames_decoded`` carry it for the caller, who decides whether
+      to keep the partial result.
+    * if not one frame can be decoded, ``InputError`` is raised before anything is yielded.
+
+    Raises ``ValueError`` for a negative ``fps`` or ``start``, or ``end <= start``.
+    """
+    if fps is not None and (not math.isfinite(fps) or fps < 0):
+        raise ValueError(f"fps must be a positive number, 0 or None (every frame), not {fps!r}")
+    if start is None:
+        start = 0.0
+    if not math.isfinite(start) or start < 0:
+        raise ValueError(f"start must be >= 0 seconds, not {start!r}")
+    if end is not None and not end > start:
+        raise ValueError(f"end ({end!r} s) must be after start ({start!r} s)")
+    if info is None:
+        info = probe(path)
+    p = Path(path)
+    if info.is_image:
+        return _sample_image(p, start, end)
+    return _sample_video(p, info, float(fps or 0.0), float(start), end)
+
+
+def _sample_image(p: Path, start: float, end: Optional[float]) -> Iterator[SampledFrame]:
+    if start <= _EPS:   # a still is one frame at t = 0
+        yield SampledFrame(frame_index=0, time_s=0.0, image=_image_rgb(p))
+
+
+def _sample_video(p: Path, info: VideoInfo, fps: float, start: float,
+                  end: Optional[float]) -> Iterator[SampledFrame]:
+    av = _import_av()
+    origin = None       # pts of the stream's first frame, in time_base units
+    index = 0           # frame_index of the next frame at or after `start`
+    seek_to = None
+    if start > 0:
+        counted = _count_frames_before(p, start, av)
+        if counted is not None:
+            index, origin, seek_to = counted
+    container = _open_container(p, av)
+    try:
+        stream = _video_stream(p, container)
+        tb = stream.time_base or Fraction(1, 1_000_000)
+        if origin is None:
+            origin = stream.start_time
+        seeked = False
+        if seek_to is not None:
+            try:
+                container.seek(seek_to, stream=stream, backward=True, any_frame=False)
+                seeked = True
+            except av.error.FFmpegError:   # cannot seek: decode from the beginning
+                container.close()
+                container = _open_container(p, av)
+                stream = _video_stream(p, container)
+                index = 0
+        if not seeked:
+            index = 0
+        stream.thread_type = "AUTO"
+        step = 1.0 / fps if fps > 0 else 0.0
+        nominal = 1.0 / info.fps if info.fps > 0 else 0.04
+
+        next_k = 0                          # index of the next sampling target
+        last_time: Optional[float] = None   # time of the last frame at or after `start`
+        decoded = 0                         # frames decoded (since the seek, if any)
+        reached_eof = True
+        reformatter = av.video.reformatter.VideoReformatter()
+        frames = container.decode(stream)
+        while True:
+            try:
+                frame = next(frames)
+            except StopIteration:
+                break
+            except av.error.FFmpegError as e:
+                _stream_broken(p, last_time, decoded,
+                               f"the video stream is corrupt ({_ffmpeg_message(e)})")
+            decoded += 1
+            pts = frame.pts if frame.pts is not None else frame.dts
+            if origin is None:
+                origin = pts if pts is not None else 0
+            if pts is None:   # no timestamp at all: extrapolate at the nominal rate
+                t = (last_time + nominal) if last_time is not None else 0.0
+            else:
+                t = float((pts - origin) * tb)
+            if t < start - _EPS:
+                if not seeked:
+                    index += 1    # decoding from the beginning: earlier frames count
+                continue          # after a seek they were counted by demuxing
+            if end is not None and t >= end - _EPS:
+                reached_eof = False
+                break
+            frame_index = index
+            index += 1
+            last_time = t
+            if step:
+                if t < start + next_k * step - _EPS:
+                    continue
+                next_k = int(math.floor((t - start + _EPS) / step)) + 1
+            image = _to_rgb(frame, reformatter)
+            del frame   # hold no decoder buffer while the consumer works
+            yield SampledFrame(frame_index=frame_index, time_s=t, image=image)
+            del image
+        if decoded == 0 and not seeked:
+            _stream_broken(p, None, 0, "no decodable video frame (file truncated or corrupt)")
+        if reached_eof:
+            _check_complete(p, stream, tb, last_time, decoded, nominal, start)
+    finally:
+        container.close()
+
+
+def _stream_broken(p, last_time, decoded, reason):
+    if decoded == 0 and last_time is None:
+        err = InputError(p, reason)
+    else:
+        at = f"{last_time:.2f} s" if last_time is not None else "the start"
+        err = InputError(p, f"{reason}; decoding stopped at {at}")
+    err.time_reached_s = last_time
+    err.frames_decoded = decoded
+    raise err
+
+
+def _check_complete(p, stream, tb, last_time, decoded, nominal, start):
+    """Catch a file cut short (interrupted download or copy): FFmpeg just stops at EOF.
+
+    Only the video stream's own declared duration is trusted (mp4/mov/mkv indexes); a
+    container-level duration may include a longer audio track, so it is not used.
+    """
+    if not (stream.duration and tb):
+        return
+    expected = float(stream.duration * tb)
+    reached = last_time if last_time is not None else start
+    missing = expected - (reached + nominal)
+    if expected > start and missing > max(1.0, 0.05 * expected, 10 * nominal):
+        _stream_broken(p, last_time, decoded,
+                       f"the file is truncated: the video stops at {reached:.2f} s "
+                       f"of {expected:.2f} s")
+
+
+def _count_frames_before(p: Path, start: float, av):
+    """Demux (no decoding) a second handle on the file to count frames shown before ``start``.
+
+    Returns ``(count, origin_pts, seek_pts)``, or None when packets lack timestamps (the
+    count would be a guess) or the file cannot be demuxed that far (the caller then
+    decodes from the beginning, which also reports any corruption). Stops reading at the
+    first packet whose dts reaches ``start``: every later packet is presented later still.
+    """
+    try:
+        container = av.open(str(p), metadata_errors="ignore")
+    except av.error.FFmpegError:
+        return None
+    try:
+        stream = _video_stream(p, container)
+        tb = stream.time_base
+        origin = stream.start_time
+        if not tb:
+            return None
+        count = 0
+        for packet in container.demux(stream):
+            if packet.size == 0 and packet.pts is None:   # the demuxer's final flush packet
+                continue
+            if packet.is_discard:                        # edit-list preroll: never shown
+                continue
+            if packet.pts is None:
+                return None
+            if origin is None:
+                origin = packet.pts   # first packet = key frame: no frame is shown earlier
+            if float((packet.pts - origin) * tb) < start - _EPS:
+                count += 1
+            if packet.dts is not None and float((packet.dts - origin) * tb) >= start - _EPS:
+                break
+        if origin is None:
+            return None
+        return count, origin, origin + int(math.ceil((start - _EPS) / tb))
+    except (av.error.FFmpegError, InputError):
+        return None
+    finally:
+        container.close()
+
+
+def _to_rgb(frame, reformatter) -> np.ndarray:
+    """HxWx3 uint8 RGB, turned upright per the display matrix."""
+    rgb = reformatter.reformat(frame, format="rgb24").to_ndarray()
+    k = (getattr(frame, "rotation", 0) or 0) // 90 % 4   # counter-clockwise quarter turns
+    if k:
+        rgb = np.ascontiguousarray(np.rot90(rgb, k))
+    return rgb
+
+
+__all__ = ["probe", "sample_frames", "IMAGE_EXTENSIONS"]
