@@ -7,6 +7,7 @@ probabilities in the checkpoint's class order, renormalised to sum to exactly 1.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -44,15 +45,20 @@ def softmax64(logits: np.ndarray) -> np.ndarray:
 
 
 class EmotionClassifier:
-    """A loaded checkpoint ready for batched inference.
+    """A checkpoint ready for batched inference.
 
     ``model_path``: checkpoint (``x.safetensors``, ``x.json`` or stem ``x``); default: the
     packaged model. A missing or invalid checkpoint raises ``SetupError`` (exit code 3).
+
+    The files and the config are checked at once; the network itself is built and its
+    weights read by :meth:`load` — called here unless ``lazy=True``, in which case it runs
+    on first use (``predict*``, ``model``, ``sha256``, ``info``) or when the caller starts
+    it early, e.g. in a worker thread so that it overlaps decoding and face detection.
     """
 
     def __init__(self, model_path: str | os.PathLike | None = None, device: str = "auto",
-                 batch_size: int = 32):
-        from .checkpoint import CheckpointError, checkpoint_paths, default_model_path, file_sha256
+                 batch_size: int = 32, lazy: bool = False):
+        from .checkpoint import CheckpointError, checkpoint_paths, default_model_path, load_config
 
         if int(batch_size) < 1:
             raise UsageError(f"invalid batch size {batch_size!r} (must be >= 1)")
@@ -66,23 +72,55 @@ class EmotionClassifier:
             raise SetupError(f"model checkpoint not found: {weights}{hint}")
         if not config_path.is_file():
             raise SetupError(f"model config not found: {config_path} (it must lie next to {weights.name})")
-        from .checkpoint import load_checkpoint
-
         try:
-            model, config = load_checkpoint(weights, device=self.device)
+            config = load_config(weights)
         except CheckpointError as exc:
             raise SetupError(f"invalid model checkpoint: {exc}") from None
-        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise SetupError(f"invalid model checkpoint {weights}: {first}") from None
         if not config.classes:
             raise SetupError(f"invalid model checkpoint {weights}: its config lists no classes")
-        self.model = model
         self.config = config
         self.classes: list[str] = list(config.classes)
         self.weights_path = weights
         self.config_path = config_path
-        self.sha256 = file_sha256(weights)
+        self._model = None
+        self._sha256: str | None = None
+        self._lock = threading.Lock()
+        if not lazy:
+            self.load()
+
+    def load(self) -> "EmotionClassifier":
+        """Build the network and read the weights (once; thread-safe). SetupError if invalid."""
+        with self._lock:
+            if self._model is not None:
+                return self
+            from .checkpoint import CheckpointError, file_sha256, load_checkpoint
+
+            weights = self.weights_path
+            try:
+                model, config = load_checkpoint(weights, device=self.device)
+            except CheckpointError as exc:
+                raise SetupError(f"invalid model checkpoint: {exc}") from None
+            except (ValueError, KeyError, TypeError, RuntimeError, OSError) as exc:
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise SetupError(f"invalid model checkpoint {weights}: {first}") from None
+            if list(config.classes) != self.classes:
+                raise SetupError(f"model checkpoint {weights} changed while loading")
+            self._sha256 = file_sha256(weights)
+            self._model = model
+        return self
+
+    @property
+    def model(self):
+        """The torch network in eval mode (loaded on first use)."""
+        if self._model is None:
+            self.load()
+        return self._model
+
+    @property
+    def sha256(self) -> str:
+        if self._sha256 is None:
+            self.load()
+        return self._sha256
 
     # -- preprocessing -------------------------------------------------------------------
     def crop(self, image: np.ndarray, box: Sequence[float]) -> np.ndarray:
@@ -102,11 +140,12 @@ class EmotionClassifier:
         out = np.zeros((n, len(self.classes)), dtype=np.float64)
         if n == 0:
             return out
+        model = self.model
         with torch.inference_mode():
             for i in range(0, n, self.batch_size):
                 chunk = np.stack([np.asarray(c) for c in crops[i:i + self.batch_size]])
                 x = to_tensor(chunk, self.config).to(self.device)
-                logits = self.model(x).float().cpu().numpy()
+                logits = model(x).float().cpu().numpy()
                 out[i:i + len(chunk)] = softmax64(logits)
         return out
 

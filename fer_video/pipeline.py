@@ -14,6 +14,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +78,73 @@ class _Track:
     best_score: float = -1.0
     best_crop: Optional[np.ndarray] = None
     records: list = field(default_factory=list)   # (frame_index, time_s, box, score, probs)
+
+
+class _Prefetch:
+    """Decode ahead in a background thread (PyAV releases the GIL while decoding), so
+    decoding overlaps detection. The queue is bounded: at most ``depth`` frames wait."""
+
+    def __init__(self, iterable, depth: int):
+        self._q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self.busy_s = 0.0                 # seconds the decode thread spent producing frames
+        self._thread = threading.Thread(target=self._run, args=(iterable,), daemon=True,
+                                        name="fer-video-decode")
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, iterable) -> None:
+        it = iter(iterable)
+        try:
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                try:
+                    item = next(it)
+                except StopIteration:
+                    self.busy_s += time.perf_counter() - t0
+                    self._put(("end", None))
+                    return
+                self.busy_s += time.perf_counter() - t0
+                if not self._put(("frame", item)):
+                    return
+        except BaseException as exc:    # handed to the consumer, raised there
+            self._put(("error", exc))
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    pass
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        kind, value = self._q.get()
+        if kind == "frame":
+            return value
+        if kind == "error":
+            raise value
+        self._q.put((kind, value))        # stay exhausted
+        raise StopIteration
+
+    def close(self) -> None:
+        self._stop.set()
+        try:
+            while True:
+                self._q.get_nowait()
+        except queue.Empty:
+            pass
+        self._thread.join(timeout=5)
 
 
 def _thumbnail(image: np.ndarray, box) -> np.ndarray:
@@ -170,17 +239,36 @@ def analyze_video(path: str | os.PathLike, settings: Settings, *, detector, clas
     n_samples = 0
     last_time = 0.0
 
-    def flush() -> None:
-        if not pending:
-            return
+    # Classification runs in one worker thread, alongside detection (which uses one torch
+    # thread on CPU): first it loads the classifier's weights, then it takes batches of crops.
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fer-video-classify")
+    inflight: list = []            # [(metas, future)], oldest first; at most a few
+    worker_s = [0.0]
+
+    def classify(crops: list) -> np.ndarray:
         t0 = time.perf_counter()
-        probs = classifier.predict_crops([c for _, _, c in pending])
-        for (raw, tf, _), p in zip(pending, probs):
-            tracks[raw].records.append((int(tf.frame_index), float(tf.time_s),
-                                        tuple(float(v) for v in tf.box), float(tf.score),
-                                        tuple(float(v) for v in p)))
-        pending.clear()
-        timer.add("classify", t0)
+        try:
+            return classifier.predict_crops(crops)
+        finally:
+            worker_s[0] += time.perf_counter() - t0
+
+    def collect(wait_all: bool = False) -> None:
+        while inflight and (wait_all or len(inflight) > 2 or inflight[0][1].done()):
+            metas, fut = inflight.pop(0)
+            for (raw, tf), p in zip(metas, fut.result()):
+                tracks[raw].records.append((int(tf.frame_index), float(tf.time_s),
+                                            tuple(float(v) for v in tf.box), float(tf.score),
+                                            tuple(float(v) for v in p)))
+
+    def flush() -> None:
+        if pending:
+            metas = [(raw, tf) for raw, tf, _ in pending]
+            crops = [c for _, _, c in pending]
+            pending.clear()
+            inflight.append((metas, pool.submit(classify, crops)))
+        collect()
 
     def process(batch: list) -> None:
         t0 = time.perf_counter()
@@ -204,27 +292,34 @@ def analyze_video(path: str | os.PathLike, settings: Settings, *, detector, clas
             if len(pending) >= classifier.batch_size:
                 flush()
 
-    frames = iter(sample_frames(path, fps=settings.fps, start=settings.start, end=settings.end,
-                                info=info))
+    if callable(getattr(classifier, "load", None)):
+        pool.submit(classifier.load)           # weights load while the first frames decode
+    frames = _Prefetch(sample_frames(path, fps=settings.fps, start=settings.start, end=settings.end,
+                                     info=info), depth=settings.batch_size)
     batch: list = []
-    while True:
-        t = time.perf_counter()
-        frame = next(frames, None)
-        timer.add("decode", t)
-        if frame is None:
-            break
-        batch.append(frame)
-        n_samples += 1
-        last_time = float(frame.time_s)
-        if len(batch) >= settings.batch_size:
+    finished = False
+    try:
+        for frame in frames:
+            batch.append(frame)
+            n_samples += 1
+            last_time = float(frame.time_s)
+            if len(batch) >= settings.batch_size:
+                process(batch)
+                batch = []
+                if progress is not None:
+                    progress(min(max(0.0, last_time - w_start), total), total)
+        if batch:
             process(batch)
             batch = []
-            if progress is not None:
-                progress(min(max(0.0, last_time - w_start), total), total)
-    if batch:
-        process(batch)
-        batch = []
-    flush()
+        flush()
+        collect(wait_all=True)
+        finished = True
+    finally:
+        frames.close()
+        pool.shutdown(wait=finished, cancel_futures=True)
+        timer.t["classify"] += worker_s[0]
+        # decode runs alongside detection: its stage time is the decode thread's own time
+        timer.t["decode"] += frames.busy_s
     if n_samples == 0:
         where = "" if info.is_image else (
             f" between {w_start:g} s and "
@@ -331,8 +426,10 @@ def load_models(settings: Settings):
     ckey = (str(settings.model_path().resolve()), device, settings.classify_batch_size)
     classifier = _CLASSIFIERS.get(ckey)
     if classifier is None:
+        # lazy: the weights load in analyze_video's worker thread, overlapping the first frames
         classifier = _CLASSIFIERS[ckey] = EmotionClassifier(settings.model_path(), device=device,
-                                                            batch_size=settings.classify_batch_size)
+                                                            batch_size=settings.classify_batch_size,
+                                                            lazy=True)
     dkey = (device, settings.min_face, settings.det_threshold, settings.max_side, settings.batch_size)
     detector = _DETECTORS.get(dkey)
     if detector is None:

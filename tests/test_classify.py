@@ -119,3 +119,10 @@ def test_devices():
             resolve_device("cuda")
     with pytest.raises(UsageError):
         resolve_device("tpu")
+
+
+def test_lazy_loads_on_first_use(model_path):
+    c = EmotionClassifier(model_path, device="cpu", lazy=True)
+    assert c.classes == CLASSES and c._model is None          # config read, weights not yet
+    assert c.predict(np.zeros((64, 64, 3), np.uint8), [(8, 8, 56, 56)]).shape == (1, 7)
+    assert c._model is not None and c.sha256 == file_sha256(model_path)

@@ -77,6 +77,18 @@ def test_missing_model_exit_3_one_line(capsys, samples, tmp_path):
     assert "none.safetensors" in one_line(err)
 
 
+@pytest.mark.slow
+def test_invalid_model_weights_exit_3_one_line(capsys, samples, model_path, tmp_path):
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"\0" * 64)
+    (tmp_path / "broken.json").write_text(model_path.with_suffix(".json").read_text())
+    code, _, err = run_main(capsys, "analyze", samples / "pyfeat_single_face.mp4", "--fps", "1",
+                            "--model", bad, "--device", "cpu", "--out", tmp_path / "out")
+    assert code == 3
+    assert "broken.safetensors" in one_line(err)
+    assert not (tmp_path / "out").exists() or not output_files(tmp_path / "out")
+
+
 def test_cuda_requested_without_cuda(capsys, samples, model_path, tmp_path):
     import torch
 
