@@ -65,7 +65,7 @@ def probe(path) -> VideoInfo:
             path=str(p),
             size_bytes=p.stat().st_size,
             container=container.format.name,
-            codec=stream.codec_context.name,
+            codec=_codec_name(stream),
             width=int(w),
             height=int(h),
             rotation=rotation,
@@ -162,11 +162,17 @@ def _video_stream(p: Path, container):
                if not (s.disposition & av.stream.Disposition.attached_pic)]
     if streams:
         return streams[0]
-    audio = [s.codec_context.name for s in container.streams.audio if s.codec_context]
+    audio = [_codec_name(s) for s in container.streams.audio if s.codec_context]
     if audio:
         art = " with cover art" if container.streams.video else ""
         return _raise(p, f"no video stream (audio-only file{art}: {', '.join(audio)})")
     return _raise(p, "no video stream in the file")
+
+
+def _codec_name(stream) -> str:
+    """The codec's canonical name ("mp3", "h264"), not the decoder's ("mp3float")."""
+    codec = stream.codec_context.codec
+    return getattr(codec, "canonical_name", None) or stream.codec_context.name
 
 
 def _raise(p, reason):
@@ -178,7 +184,7 @@ def _first_frame(p: Path, container, stream, av):
         for frame in container.decode(stream):
             return frame
     except av.error.FFmpegError as e:
-        raise InputError(p, f"video stream cannot be decoded ({stream.codec_context.name}): "
+        raise InputError(p, f"video stream cannot be decoded ({_codec_name(stream)}): "
                             f"{_ffmpeg_message(e)}") from None
     raise InputError(p, "no decodable video frame (file truncated or corrupt)")
 
@@ -381,8 +387,8 @@ def _sample_video(p: Path, info: VideoInfo, fps: float, start: float,
         container.close()
 
 
-def _stream_broken(p, last_time, decoded, reason):
-    if decoded == 0 and last_time is None:
+def _stream_broken(p, last_time, decoded, reason, say_where=True):
+    if not say_where or (decoded == 0 and last_time is None):
         err = InputError(p, reason)
     else:
         at = f"{last_time:.2f} s" if last_time is not None else "the start"
@@ -406,7 +412,7 @@ def _check_complete(p, stream, tb, last_time, decoded, nominal, start):
     if expected > start and missing > max(1.0, 0.05 * expected, 10 * nominal):
         _stream_broken(p, last_time, decoded,
                        f"the file is truncated: the video stops at {reached:.2f} s "
-                       f"of {expected:.2f} s")
+                       f"of {expected:.2f} s", say_where=False)
 
 
 def _count_frames_before(p: Path, start: float, av):
