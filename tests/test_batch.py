@@ -144,3 +144,14 @@ def test_interrupted_batch_resumes(clip_folder, model_path, tmp_path):
     assert _complete(out) == ["a_first", "b_second", "sub/c_third", "sub2/a_first"]
     rows = list(csv.DictReader(open(out / "summary.csv")))
     assert [r["status"] for r in rows] == ["ok"] * 4
+
+
+@pytest.mark.slow
+def test_progress_bars_and_summary_table(samples, settings_for, tmp_path, capsys):
+    code = run_batch([samples / "pyfeat_single_face.mp4", samples / "pyfeat_no_face.mp4"],
+                     settings_for(fps=1.0), out_root=tmp_path, progress=True)
+    assert code == 0
+    out, err = capsys.readouterr()
+    assert "inputs" in err                                   # the folder bar
+    assert "fer-video summary" in out and "no face" in out and "1:" in out
+    assert (tmp_path / "summary.csv").is_file() and (tmp_path / "index.html").is_file()
