@@ -181,3 +181,17 @@ def test_crowd_gets_several_stable_ids(detector):
     assert len(seen) >= 4
     steady = [i for i, n in seen.items() if n >= 7]           # followed through most samples
     assert len(steady) >= 3, seen
+
+
+def test_one_row_or_column_shortcut_agrees_with_hungarian():
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+    from fer_video.track import _min_cost_assignment
+    rng = np.random.default_rng(0)
+    for shape in [(1, 1), (1, 5), (4, 1)]:
+        for _ in range(20):
+            cost = rng.random(shape)
+            rows, cols = _min_cost_assignment(cost)
+            ref_rows, ref_cols = linear_sum_assignment(cost)
+            assert cost[rows, cols].sum() == cost[ref_rows, ref_cols].sum()
+            assert list(rows) == list(ref_rows) and list(cols) == list(ref_cols)
