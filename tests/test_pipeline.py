@@ -190,3 +190,35 @@ def test_run_video_job_skips_complete_and_is_picklable(samples, settings_for, tm
     assert not skipped and json_path.stat().st_mtime_ns != before
     bad = run_video_job(samples / "nope.mp4", tmp_path, settings)
     assert bad.status == "failed" and bad.reason
+
+
+def test_prefetch_keeps_order_propagates_errors_and_stops():
+    from fer_video.pipeline import _Prefetch
+
+    def gen(n, fail_at=None):
+        for i in range(n):
+            if i == fail_at:
+                raise InputError("x.mp4", "corrupt frame")
+            yield i
+
+    assert list(_Prefetch(gen(50), depth=3)) == list(range(50))
+    got = []
+    with pytest.raises(InputError, match="corrupt frame"):
+        for item in _Prefetch(gen(10, fail_at=4), depth=2):
+            got.append(item)
+    assert got == [0, 1, 2, 3]
+    closed = []
+
+    def endless():
+        try:
+            i = 0
+            while True:
+                yield i
+                i += 1
+        finally:
+            closed.append(True)
+
+    p = _Prefetch(endless(), depth=2)
+    assert next(p) == 0
+    p.close()
+    assert closed == [True]               # the decoder was closed, the thread has ended
