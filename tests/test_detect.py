@@ -175,3 +175,112 @@ def test_missing_facenet_is_a_setup_error(monkeypatch):
     assert INSTALL_HINT in str(e.value)
     assert "pip install --no-deps facenet-pytorch==2.6.0" in str(e.value)
     assert e.value.exit_code == 3
+
+
+def test_missing_weight_files_are_a_setup_error(monkeypatch, tmp_path):
+    import importlib.machinery
+    import importlib.util
+    (tmp_path / "facenet_pytorch" / "data").mkdir(parents=True)
+    (tmp_path / "facenet_pytorch" / "data" / "pnet.pt").write_bytes(b"")
+    spec = importlib.machinery.ModuleSpec("facenet_pytorch", None, is_package=True)
+    spec.submodule_search_locations = [str(tmp_path / "facenet_pytorch")]
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: spec if name == "facenet_pytorch" else real(name, *a))
+    with pytest.raises(SetupError) as e:
+        FaceDetector()
+    assert "rnet.pt" in str(e.value) and INSTALL_HINT in str(e.value)
+
+
+# ----------------------------------------------------------------------------- equivalence
+# The cascade re-implements facenet-pytorch's detect_face without torchvision; these pin
+# the pieces to the originals.
+
+def test_networks_match_facenet_pytorch(detector):
+    import torch
+    from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
+    torch.manual_seed(0)
+    for ours, theirs, shape in [(detector._pnet, PNet(), (2, 3, 37, 53)),
+                                (detector._rnet, RNet(), (5, 3, 24, 24)),
+                                (detector._onet, ONet(), (5, 3, 48, 48))]:
+        x = torch.randn(*shape)
+        with torch.inference_mode():
+            a = ours(x.contiguous(memory_format=torch.channels_last))
+            b = theirs.eval()(x)
+        assert len(a) == len(b)
+        for u, v in zip(a, b):
+            assert torch.allclose(u, v, atol=1e-5), (type(theirs).__name__, (u - v).abs().max())
+
+
+def test_max_pool_matches_torch():
+    import torch
+    from fer_video.detect import _max_pool_2x2_ceil
+    torch.manual_seed(0)
+    for shape in [(2, 10, 8, 12), (1, 10, 7, 9), (1, 10, 6, 5), (1, 10, 1, 1)]:
+        x = torch.randn(*shape).contiguous(memory_format=torch.channels_last)
+        assert torch.equal(_max_pool_2x2_ceil(x), torch.nn.functional.max_pool2d(x, 2, 2, ceil_mode=True))
+
+
+def test_nms_matches_torchvision():
+    import torch
+    from torchvision.ops import batched_nms
+    from fer_video.detect import _batched_nms
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(400, 2, generator=g) * 200
+    wh = torch.rand(400, 2, generator=g) * 40 + 5
+    boxes = torch.cat([xy, xy + wh], dim=1)
+    scores = torch.rand(400, generator=g)
+    inds = torch.randint(0, 3, (400,), generator=g)
+    for thr in (0.3, 0.5, 0.7):
+        assert torch.equal(_batched_nms(boxes, scores, inds, thr), batched_nms(boxes, scores, inds, thr))
+
+
+def test_min_nms_matches_facenet_pytorch():
+    import torch
+    from facenet_pytorch.models.utils.detect_face import batched_nms_numpy
+    from fer_video.detect import _batched_nms
+    g = torch.Generator().manual_seed(1)
+    xy = torch.rand(200, 2, generator=g) * 150
+    wh = torch.rand(200, 2, generator=g) * 50 + 5
+    boxes = torch.cat([xy, xy + wh], dim=1)
+    scores = torch.rand(200, generator=g)
+    inds = torch.randint(0, 2, (200,), generator=g)
+    ours = _batched_nms(boxes, scores, inds, 0.7, mode="min")
+    theirs = batched_nms_numpy(boxes, scores, inds, 0.7, "Min")
+    assert sorted(ours.tolist()) == sorted(theirs.tolist())
+
+
+def test_crops_match_roi_align():
+    import torch
+    from torchvision.ops import roi_align
+    from fer_video.detect import _crop_resize
+    g = torch.Generator().manual_seed(2)
+    level = torch.rand(2, 3, 60, 80, generator=g)
+    edges = torch.tensor([[10.0, 5.0, 34.0, 29.0], [20.3, 11.7, 70.9, 58.2], [0.5, 0.5, 30.0, 30.0]])
+    inds = torch.tensor([0, 1, 1])
+    for size in (24, 48):
+        ours = _crop_resize(level, edges, inds, size)
+        rois = torch.cat([inds[:, None].float(), edges], dim=1)
+        ref = roi_align(level, rois, (size, size), spatial_scale=1.0, sampling_ratio=2, aligned=True)
+        assert torch.allclose(ours, ref, atol=1e-5), (ours - ref).abs().max()
+
+
+def test_boxes_agree_with_facenet_pytorch_mtcnn(single_face_frames, single_face_results):
+    from facenet_pytorch import MTCNN
+    mtcnn = MTCNN(keep_all=True, min_face_size=20, thresholds=[0.6, 0.7, 0.9])
+    frames = single_face_frames[:4]
+    boxes, probs = mtcnn.detect(np.stack(frames))
+    for ours, theirs, p in zip(single_face_results[:4], boxes, probs):
+        assert theirs is not None and len(ours) == len(theirs) == 1
+        assert _iou(ours[0].box, tuple(theirs[0])) > 0.8
+        assert abs(ours[0].score - p[0]) < 0.01
+
+
+def test_detection_does_not_import_torchvision():
+    # torchvision's import costs as much start-up time as torch's (it imports torch._dynamo).
+    import subprocess
+    code = ("import sys, numpy as np; from fer_video.detect import FaceDetector; "
+            "FaceDetector().detect([np.zeros((64, 64, 3), np.uint8)]); "
+            "sys.exit(3 if 'torchvision' in sys.modules or 'facenet_pytorch' in sys.modules else 0)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
