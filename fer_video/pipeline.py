@@ -147,6 +147,17 @@ class _Prefetch:
         self._thread.join(timeout=5)
 
 
+def _detect_workers(device: str) -> int:
+    """Threads for face detection: 2 on a multi-core CPU, 1 on a GPU (it serialises anyway)."""
+    if not str(device).startswith("cpu"):
+        return 1
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(2, cpus))
+
+
 def _thumbnail(image: np.ndarray, box) -> np.ndarray:
     """A small colour crop around a face (not model preprocessing: only for the HTML report)."""
     from PIL import Image
@@ -270,10 +281,27 @@ def analyze_video(path: str | os.PathLike, settings: Settings, *, detector, clas
             inflight.append((metas, pool.submit(classify, crops)))
         collect()
 
-    def process(batch: list) -> None:
+    # Detection of consecutive batches runs in a few threads (each torch op single-threaded
+    # on CPU); results are consumed strictly in frame order, so tracking is unchanged.
+    n_det = _detect_workers(getattr(classifier, "device", "cpu"))
+    det_pool = ThreadPoolExecutor(max_workers=n_det, thread_name_prefix="fer-video-detect")
+    det_inflight: list = []        # [(frames, future)], oldest first
+    det_s = [0.0]
+
+    def detect(images: list) -> list:
         t0 = time.perf_counter()
-        dets = detector.detect([f.image for f in batch])
-        timer.add("detect", t0)
+        try:
+            return detector.detect(images)
+        finally:
+            det_s[0] += time.perf_counter() - t0
+
+    def submit(batch: list) -> None:
+        det_inflight.append((batch, det_pool.submit(detect, [f.image for f in batch])))
+        while len(det_inflight) > n_det:
+            process(*det_inflight.pop(0))
+
+    def process(batch: list, fut) -> None:
+        dets = fut.result()
         for frame, frame_dets in zip(batch, dets):
             t0 = time.perf_counter()
             tracked = tracker.update(frame.frame_index, frame.time_s, frame_dets)
@@ -304,19 +332,23 @@ def analyze_video(path: str | os.PathLike, settings: Settings, *, detector, clas
             n_samples += 1
             last_time = float(frame.time_s)
             if len(batch) >= settings.batch_size:
-                process(batch)
+                submit(batch)
                 batch = []
                 if progress is not None:
                     progress(min(max(0.0, last_time - w_start), total), total)
         if batch:
-            process(batch)
+            submit(batch)
             batch = []
+        while det_inflight:
+            process(*det_inflight.pop(0))
         flush()
         collect(wait_all=True)
         finished = True
     finally:
         frames.close()
+        det_pool.shutdown(wait=finished, cancel_futures=True)
         pool.shutdown(wait=finished, cancel_futures=True)
+        timer.t["detect"] += det_s[0]
         timer.t["classify"] += worker_s[0]
         # decode runs alongside detection: its stage time is the decode thread's own time
         timer.t["decode"] += frames.busy_s
