@@ -217,7 +217,7 @@ def _duration_s(stream, container) -> float:
 
 
 def _probe_image(p: Path) -> VideoInfo:
-    img, fmt, rotation = _read_image(p, load=False)
+    img, fmt, rotation = _read_image(p, load=True)   # decoding proves the data is whole
     w, h = img.size
     if rotation in (90, 270):
         w, h = h, w
@@ -236,6 +236,8 @@ def _read_image(p: Path, load: bool):
             img.load()
     except UnidentifiedImageError:
         raise InputError(p, "not an image Pillow can read (unknown format or corrupt)") from None
+    except Image.DecompressionBombError as e:
+        raise InputError(p, f"image too large to analyse safely: {e}") from None
     except (OSError, SyntaxError, ValueError) as e:  # truncated/damaged image data
         raise InputError(p, f"corrupt or truncated image: {e}") from None
     return img, fmt, _EXIF_ROTATION.get(orientation, 0)
@@ -246,7 +248,7 @@ def _image_rgb(p: Path) -> np.ndarray:
     img, _, _ = _read_image(p, load=True)
     try:
         img = ImageOps.exif_transpose(img)
-        return np.asarray(img.convert("RGB"))
+        return np.array(img.convert("RGB"))   # a writeable copy, like video frames
     except (OSError, ValueError) as e:
         raise InputError(p, f"corrupt or truncated image: {e}") from None
 
@@ -382,7 +384,7 @@ def _sample_video(p: Path, info: VideoInfo, fps: float, start: float,
         if decoded == 0 and not seeked:
             _stream_broken(p, None, 0, "no decodable video frame (file truncated or corrupt)")
         if reached_eof:
-            _check_complete(p, stream, tb, last_time, decoded, nominal, start)
+            _check_complete(p, container, stream, tb, last_time, decoded, nominal, start)
     finally:
         container.close()
 
@@ -398,15 +400,20 @@ def _stream_broken(p, last_time, decoded, reason, say_where=True):
     raise err
 
 
-def _check_complete(p, stream, tb, last_time, decoded, nominal, start):
+def _check_complete(p, container, stream, tb, last_time, decoded, nominal, start):
     """Catch a file cut short (interrupted download or copy): FFmpeg just stops at EOF.
 
-    Only the video stream's own declared duration is trusted (mp4/mov/mkv indexes); a
-    container-level duration may include a longer audio track, so it is not used.
+    The expected length is the video stream's own declared duration (mp4/mov indexes),
+    or, when it has none (Matroska/WebM, FLV), the container's duration if the file has no
+    other stream: a container duration may include a longer audio track, and a file
+    wrongly called truncated would be reported as failed.
     """
-    if not (stream.duration and tb):
+    if stream.duration and tb:
+        expected = float(stream.duration * tb)
+    elif container.duration and len(container.streams) == 1:
+        expected = container.duration / 1_000_000   # AV_TIME_BASE
+    else:
         return
-    expected = float(stream.duration * tb)
     reached = last_time if last_time is not None else start
     missing = expected - (reached + nominal)
     if expected > start and missing > max(1.0, 0.05 * expected, 10 * nominal):

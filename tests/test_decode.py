@@ -362,6 +362,25 @@ def test_truncated_download_raises_after_yielding_what_decoded(tmp_path):
     assert f"{e.value.time_reached_s:.2f} s" in e.value.reason
 
 
+def test_truncated_matroska_without_stream_duration(tmp_path):
+    path = tmp_path / "clip.mkv"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=25)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for k in range(100):                                        # 4 s
+            img = np.full((48, 64, 3), (k * 5) % 256, np.uint8)
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    assert len(list(sample_frames(path, fps=None))) == 100          # whole: no complaint
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    with pytest.raises(InputError) as e:
+        list(sample_frames(cut, fps=None))
+    assert "truncated" in e.value.reason and "of 4.00 s" in e.value.reason
+
+
 def test_corruption_mid_stream_raises_naming_the_time(tmp_path):
     data = bytearray(SINGLE.read_bytes())
     rng = random.Random(1)
@@ -407,9 +426,19 @@ def test_sample_frames_probes_eagerly(tmp_path):
         sample_frames(tmp_path / "missing.mp4")
 
 
-def test_corrupt_image(tmp_path):
-    path = tmp_path / "broken.png"
-    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(path)
-    path.write_bytes(path.read_bytes()[:40])
-    with pytest.raises(InputError):
-        list(sample_frames(path))
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_truncated_image(tmp_path, fmt):
+    path = tmp_path / f"broken.{fmt.lower()}"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(path, format=fmt)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    assert "corrupt or truncated image" in _reason(path)
+
+
+def test_still_frames_are_writeable_like_video_frames(tmp_path):
+    path = tmp_path / "still.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path)
+    (frame,) = sample_frames(path)
+    assert frame.image.flags.writeable and frame.image.flags.c_contiguous
+    video_frame = next(iter(sample_frames(SINGLE)))
+    assert video_frame.image.flags.writeable
