@@ -126,7 +126,8 @@ class FaceDetector:
         """Faces in each image: one list per image (possibly empty), strongest first.
 
         ``images`` are HxWx3 uint8 RGB arrays (e.g. ``SampledFrame.image``). Consecutive
-        images of the same size are batched ``batch_size`` at a time.
+        images of the same size are batched ``batch_size`` at a time. Thread-safe: the
+        detector holds no per-call state, so several threads may call it at once.
         """
         results: list[list[Detection]] = []
         i = 0

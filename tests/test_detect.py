@@ -284,3 +284,13 @@ def test_detection_does_not_import_torchvision():
             "sys.exit(3 if 'torchvision' in sys.modules or 'facenet_pytorch' in sys.modules else 0)")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_concurrent_calls_give_the_same_results(detector, single_face_frames, single_face_results):
+    from concurrent.futures import ThreadPoolExecutor
+    chunks = [single_face_frames[i:i + 4] for i in range(0, 12, 4)]
+    with ThreadPoolExecutor(3) as pool:
+        got = [d for r in pool.map(detector.detect, chunks) for d in r]
+    batched = [d for c in chunks for d in detector.detect(c)]
+    assert got == batched
+    assert [len(r) for r in got] == [len(r) for r in single_face_results]
