@@ -315,7 +315,9 @@ def _resize_u8(batch_u8, size):
 
 
 def _normalise(batch_u8):
-    return (batch_u8.float() - 127.5) * 0.0078125
+    """(x - 127.5) / 128 as MTCNN expects; in place on the float copy (same bits: the
+    scale is a power of two)."""
+    return batch_u8.float().mul_(0.0078125).sub_(0.99609375)
 
 
 def _generate_boxes(reg, prob, scale: float, threshold: float):
