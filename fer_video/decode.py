@@ -343,6 +343,7 @@ def _sample_video(p: Path, info: VideoInfo, fps: float, start: float,
 
         next_k = 0                          # index of the next sampling target
         last_time: Optional[float] = None   # time of the last frame at or after `start`
+        prev_t: Optional[float] = None      # time of the last decoded frame
         decoded = 0                         # frames decoded (since the seek, if any)
         reached_eof = True
         reformatter = av.video.reformatter.VideoReformatter()
@@ -360,9 +361,10 @@ def _sample_video(p: Path, info: VideoInfo, fps: float, start: float,
             if origin is None:
                 origin = pts if pts is not None else 0
             if pts is None:   # no timestamp at all: extrapolate at the nominal rate
-                t = (last_time + nominal) if last_time is not None else 0.0
+                t = (prev_t + nominal) if prev_t is not None else 0.0
             else:
                 t = float((pts - origin) * tb)
+            prev_t = t
             if t < start - _EPS:
                 if not seeked:
                     index += 1    # decoding from the beginning: earlier frames count

@@ -176,6 +176,25 @@ def test_a_gap_in_vfr_video_is_not_followed_by_a_burst(tmp_path):
     assert got == [(3, 0.9), (5, 1.1), (7, 1.3)]
 
 
+def test_raw_h264_without_timestamps(tmp_path):
+    # An elementary stream has no container timestamps: times come from the frame rate,
+    # and start > 0 cannot seek, so the sampler decodes from the beginning.
+    path = tmp_path / "raw.h264"
+    with av.open(str(path), "w", format="h264") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for k in range(50):
+            img = np.full((48, 64, 3), k * 5, np.uint8)
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    got = [(f.frame_index, round(f.time_s, 6)) for f in sample_frames(path, fps=5)]
+    assert got == [(5 * k, round(0.2 * k, 6)) for k in range(10)]
+    got = [(f.frame_index, round(f.time_s, 6)) for f in sample_frames(path, fps=5, start=1.0)]
+    assert got == [(5 * k, round(0.2 * k, 6)) for k in range(5, 10)]
+
+
 def test_flv_vp6_decodes():
     frames = list(sample_frames(shared("labelled/1001_DFA_ANG_XX.flv"), fps=None))
     assert len(frames) == 67
