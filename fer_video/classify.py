@@ -44,6 +44,38 @@ def softmax64(logits: np.ndarray) -> np.ndarray:
     return p / p.sum(axis=1, keepdims=True)
 
 
+def _load_network(weights: Path, config, device: str):
+    """``checkpoint.load_checkpoint`` without its throw-away random initialisation.
+
+    The network is built on the ``meta`` device (shapes only), then given real storage and
+    filled from the safetensors file with ``strict=True`` — every parameter and buffer
+    comes from the checkpoint. Same result, about 1 s less CPU for a ResNet50.
+    """
+    from dataclasses import asdict
+
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .model import build_model
+
+    try:
+        state = load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise SetupError(f"invalid model checkpoint: cannot read weights {weights}: "
+                         f"{' '.join(str(exc).split())}") from None
+    with torch.device("meta"):
+        model = build_model(asdict(config))
+    model = model.to_empty(device="cpu")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise SetupError(f"invalid model checkpoint: weights in {weights} do not match its "
+                         f"config: {str(exc).splitlines()[0]}") from None
+    return model.to(device).eval()
+
+
 class EmotionClassifier:
     """A checkpoint ready for batched inference.
 
@@ -93,18 +125,16 @@ class EmotionClassifier:
         with self._lock:
             if self._model is not None:
                 return self
-            from .checkpoint import CheckpointError, file_sha256, load_checkpoint
+            from .checkpoint import file_sha256
 
             weights = self.weights_path
             try:
-                model, config = load_checkpoint(weights, device=self.device)
-            except CheckpointError as exc:
-                raise SetupError(f"invalid model checkpoint: {exc}") from None
+                model = _load_network(weights, self.config, self.device)
+            except SetupError:
+                raise
             except (ValueError, KeyError, TypeError, RuntimeError, OSError) as exc:
                 first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise SetupError(f"invalid model checkpoint {weights}: {first}") from None
-            if list(config.classes) != self.classes:
-                raise SetupError(f"model checkpoint {weights} changed while loading")
             self._sha256 = file_sha256(weights)
             self._model = model
         return self

@@ -126,3 +126,20 @@ def test_lazy_loads_on_first_use(model_path):
     assert c.classes == CLASSES and c._model is None          # config read, weights not yet
     assert c.predict(np.zeros((64, 64, 3), np.uint8), [(8, 8, 56, 56)]).shape == (1, 7)
     assert c._model is not None and c.sha256 == file_sha256(model_path)
+
+
+def test_fast_load_equals_load_checkpoint(clf, model_path, frame):
+    """The meta-device build fills every parameter and buffer from the file."""
+    from fer_video.checkpoint import load_checkpoint
+    from fer_video.preprocess import to_tensor
+
+    ref, config = load_checkpoint(model_path)
+    ours = clf.model
+    ref_state, our_state = ref.state_dict(), ours.state_dict()
+    assert ref_state.keys() == our_state.keys()
+    assert {n for n, _ in ours.named_buffers()} <= set(our_state)      # no non-persistent buffer left empty
+    for k in ref_state:
+        assert torch.equal(ref_state[k], our_state[k]), k
+    x = to_tensor(np.stack([clf.crop(frame, b) for b in BOXES]), config)
+    with torch.inference_mode():
+        np.testing.assert_allclose(softmax64(ref(x).numpy()), clf.predict(frame, BOXES), atol=1e-6)
