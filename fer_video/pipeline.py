@@ -495,9 +495,12 @@ def dominant_text(faces) -> str:
 
 
 def _row_from_json(input_path: str, json_path: Path, report_rel: str):
+    """The summary row of a complete report, or ValueError if it is not for this input file."""
     from .report import SummaryRow
 
     obj = json.loads(json_path.read_text(encoding="utf-8"))
+    if int(obj["input"]["size_bytes"]) != os.path.getsize(input_path):
+        raise ValueError("the input file changed since its report was written")
     faces = obj["faces"]
     return SummaryRow(input=input_path, status="ok", reason="",
                       duration_s=float(obj["input"]["duration_s"]), n_faces=len(faces),
@@ -528,7 +531,7 @@ def job(input_path: str | os.PathLike, out_root: str | os.PathLike, settings: Se
         try:
             return _row_from_json(input_path, paths["json"], report_rel), True
         except (OSError, ValueError, TypeError, KeyError):
-            pass   # unreadable: analyse again
+            pass   # unreadable, or the input changed: analyse again
     t0 = time.perf_counter()
     try:
         detector, classifier = load_models(settings)

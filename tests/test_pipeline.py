@@ -188,6 +188,12 @@ def test_run_video_job_skips_complete_and_is_picklable(samples, settings_for, tm
     assert json_path.stat().st_mtime_ns == before
     redo, skipped = job(samples / "pyfeat_single_face.mp4", tmp_path, settings, overwrite=True)
     assert not skipped and json_path.stat().st_mtime_ns != before
+    # another file under the same name is analysed again, not skipped
+    other = tmp_path / "in" / "pyfeat_single_face.mp4"
+    other.parent.mkdir()
+    other.write_bytes((samples / "pyfeat_no_face.mp4").read_bytes())
+    changed, skipped = job(other, tmp_path, settings)
+    assert not skipped and changed.n_faces == 0
     bad = run_video_job(samples / "nope.mp4", tmp_path, settings)
     assert bad.status == "failed" and bad.reason
 
