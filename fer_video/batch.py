@@ -15,8 +15,6 @@ complete inputs unless ``overwrite``, so an interrupted batch resumes where it s
 from __future__ import annotations
 
 import os
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence

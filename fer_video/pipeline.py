@@ -268,7 +268,7 @@ def analyze_video(path: str | os.PathLike, settings: Settings, *, detector, clas
     def collect(wait_all: bool = False) -> None:
         while inflight and (wait_all or len(inflight) > 2 or inflight[0][1].done()):
             metas, fut = inflight.pop(0)
-            for (raw, tf), p in zip(metas, fut.result()):
+            for (raw, tf), p in zip(metas, fut.result(), strict=True):
                 tracks[raw].records.append((int(tf.frame_index), float(tf.time_s),
                                             tuple(float(v) for v in tf.box), float(tf.score),
                                             tuple(float(v) for v in p)))
@@ -302,7 +302,7 @@ def analyze_video(path: str | os.PathLike, settings: Settings, *, detector, clas
 
     def process(batch: list, fut) -> None:
         dets = fut.result()
-        for frame, frame_dets in zip(batch, dets):
+        for frame, frame_dets in zip(batch, dets, strict=True):
             t0 = time.perf_counter()
             tracked = tracker.update(frame.frame_index, frame.time_s, frame_dets)
             t0 = timer.add("track", t0)
