@@ -107,23 +107,31 @@ def load_config(path: str | os.PathLike) -> ModelConfig:
         raise CheckpointError(f"bad checkpoint config {config_path}: {exc}") from None
 
 
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"
-                    ) -> tuple[torch.nn.Module, ModelConfig]:
-    """Rebuild the network from its config and load the weights (as float32) in eval mode."""
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
+                    config: ModelConfig | None = None) -> tuple[torch.nn.Module, ModelConfig]:
+    """Rebuild the network from its config and load the weights (as float32) in eval mode.
+
+    The network is built on the ``meta`` device (shapes only), given real storage and
+    filled from the safetensors file with ``strict=True``, so every parameter and buffer
+    comes from the checkpoint and no time is spent on a throw-away random initialisation
+    (about 1 s of CPU for a ResNet50).
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from .model import build_model
 
     weights_path, _ = checkpoint_paths(path)
-    config = load_config(path)
+    config = config or load_config(path)
     if not weights_path.is_file():
         raise CheckpointError(f"checkpoint weights not found: {weights_path}")
     try:
         state = load_file(str(weights_path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read checkpoint weights {weights_path}: {exc}") from None
-    model = build_model(asdict(config))
+        raise CheckpointError(f"cannot read weights {weights_path}: {' '.join(str(exc).split())}") from None
+    with torch.device("meta"):
+        model = build_model(asdict(config))
+    model = model.to_empty(device="cpu")
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     try:
         model.load_state_dict(state, strict=True)

@@ -128,12 +128,21 @@ def test_lazy_loads_on_first_use(model_path):
     assert c._model is not None and c.sha256 == file_sha256(model_path)
 
 
-def test_fast_load_equals_load_checkpoint(clf, model_path, frame):
-    """The meta-device build fills every parameter and buffer from the file."""
-    from fer_video.checkpoint import load_checkpoint
+def test_meta_device_load_equals_a_plain_build(clf, model_path, frame):
+    """The meta-device build fills every parameter and buffer from the file: same as
+    building the network normally (random init) and loading the state into it."""
+    from dataclasses import asdict
+
+    from safetensors.torch import load_file
+
+    from fer_video.checkpoint import load_config
+    from fer_video.model import build_model
     from fer_video.preprocess import to_tensor
 
-    ref, config = load_checkpoint(model_path)
+    config = load_config(model_path)
+    ref = build_model(asdict(config))
+    ref.load_state_dict({k: v.float() for k, v in load_file(str(model_path)).items()}, strict=True)
+    ref.eval()
     ours = clf.model
     ref_state, our_state = ref.state_dict(), ours.state_dict()
     assert ref_state.keys() == our_state.keys()
