@@ -31,7 +31,7 @@ FER2013 test results print `accuracy: X` (all 7,178 test images) and `clean accu
 
 
 def _add_recipe_args(p: argparse.ArgumentParser, *, require_data: bool) -> None:
-    from .train import TrainArgs
+    from .recipe import TrainArgs
 
     d = {f.name: f.default for f in fields(TrainArgs) if f.name not in ("data", "out", "classes")}
     p.add_argument("--data", required=require_data, help="dataset path (see below)")
@@ -59,7 +59,7 @@ def _add_recipe_args(p: argparse.ArgumentParser, *, require_data: bool) -> None:
 
 
 def _train_args(ns: argparse.Namespace, out: str):
-    from .train import TrainArgs
+    from .recipe import TrainArgs
 
     names = {f.name for f in fields(TrainArgs)}
     kw = {k: v for k, v in vars(ns).items() if k in names and v is not None}
