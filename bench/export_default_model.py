@@ -1,0 +1,45 @@
+#!/usr/bin/env python3
+"""Ship a trained run as the default model: fp16 safetensors + JSON config in fer_video/models/.
+
+The test-split figures (from `fer-video evaluate ... --out RUN/eval_test`) are copied into
+the config's `metrics`, next to the validation figures that chose the epoch.
+
+    python bench/export_default_model.py RUN_DIR [--name fer2013_resnet50]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--name", default="fer2013_resnet50")
+    a = ap.parse_args()
+    import torch
+
+    from fer_video.checkpoint import load_checkpoint, save_checkpoint
+
+    model, config = load_checkpoint(a.run / "best")
+    for sub, key in (("eval_test", "test"), ("eval_test_tta", "test_tta_flip")):
+        f = a.run / sub / "metrics.json"
+        if f.is_file():
+            m = json.loads(f.read_text())
+            config.metrics[key] = {k: m[k] for k in ("accuracy", "clean_accuracy", "macro_f1", "clean_macro_f1",
+                                                       "n", "clean_n") if k in m}
+    config.data["name"] = "FER2013 (Kaggle ICML 2013 challenge), train split minus a 10% validation carve"
+    config.data["licence"] = "research / non-commercial use only"
+    w, c = save_checkpoint(model, config, REPO / "fer_video" / "models" / a.name, dtype=torch.float16)
+    print(f"wrote {w} ({w.stat().st_size / 1e6:.1f} MB) and {c}")
+    print(json.dumps(config.metrics, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
