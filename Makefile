@@ -19,7 +19,6 @@ $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet torch==2.14.1 torchvision==0.29.1
 	$(PIP) install --quiet --no-deps facenet-pytorch==2.6.0
-	$(PIP) install --quiet --no-deps facenet-pytorch==2.6.0
 	$(PIP) install --quiet -e '.[dev]'
 	@touch $@
 
