@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_write_text
-from .checkpoint import ModelConfig, checkpoint_paths, default_model_path, file_sha256, load_checkpoint
+from .checkpoint import checkpoint_paths, default_model_path, file_sha256, load_checkpoint
 from .data import FaceDataset, group_kfold, grouped_split, load_dataset
 from .errors import SetupError, UsageError
 from .train import TrainArgs, confusion_matrix, metrics_from_confusion, pick_device, predict_probs, train

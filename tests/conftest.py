@@ -30,12 +30,31 @@ def model_path(tmp_path_factory) -> Path:
     return weights
 
 
+def missing_shared(reason: str):
+    """Skip a test whose shared data is absent — but fail under CI (CI=true), where the
+    shared folder is always laid beside the clone: a silent skip there would hide tests."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{reason} (CI=true: shared data must be present)")
+    pytest.skip(reason)
+
+
+SHARED = Path(os.environ.get("FER_VIDEO_SHARED", REPO.parent / "shared"))
+
+
+def shared_clip(name: str) -> Path:
+    """Path of ``videos/<name>`` in the shared folder (skips locally / fails in CI when absent)."""
+    path = SHARED / "videos" / name
+    if not path.is_file():
+        missing_shared(f"shared clip {path} not available (set FER_VIDEO_SHARED to the shared folder)")
+    return path
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """Where ../shared lives (FER_VIDEO_SHARED overrides); tests needing it skip without it."""
     path = Path(os.environ.get("FER_VIDEO_SHARED", REPO.parent / "shared"))
     if not path.is_dir():
-        pytest.skip(f"shared data folder not found: {path} (set FER_VIDEO_SHARED)")
+        missing_shared(f"shared data folder not found: {path} (set FER_VIDEO_SHARED)")
     return path
 
 
@@ -45,7 +64,7 @@ def shared_video(shared_dir):
     def get(rel: str) -> Path:
         p = shared_dir / rel
         if not p.is_file():
-            pytest.skip(f"shared file missing: {p}")
+            missing_shared(f"shared file missing: {p}")
         return p
     return get
 

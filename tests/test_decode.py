@@ -15,6 +15,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from conftest import shared_clip as shared
 from PIL import Image
 
 from fer_video.decode import probe, sample_frames
@@ -26,14 +27,6 @@ SAMPLES = REPO / "sample_videos"
 SINGLE = SAMPLES / "pyfeat_single_face.mp4"        # 640x360, 30 fps, 2.4 s, 72 frames
 NO_FACE = SAMPLES / "pyfeat_no_face.mp4"            # 960x540, 23.67 fps avg, 3.94 s
 D19 = SAMPLES / "liveportrait_d19.mp4"              # 480x480, 30 fps, 8.4 s, 250 frames
-SHARED_VIDEOS = Path(os.environ.get("FER_VIDEO_SHARED", REPO.parent / "shared")) / "videos"
-
-
-def shared(name: str) -> Path:
-    path = SHARED_VIDEOS / name
-    if not path.is_file():
-        pytest.skip(f"shared clip {path} not available (set FER_VIDEO_SHARED to the shared folder)")
-    return path
 
 
 # ----------------------------------------------------------------------------- probe

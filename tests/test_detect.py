@@ -1,12 +1,12 @@
 """Face detection (fer_video.detect) on real frames with the real MTCNN weights."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import shared_clip as shared
 
 from fer_video.decode import sample_frames
 from fer_video.detect import INSTALL_HINT, FaceDetector
@@ -15,14 +15,6 @@ from fer_video.records import Detection
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "sample_videos"
-SHARED_VIDEOS = Path(os.environ.get("FER_VIDEO_SHARED", REPO.parent / "shared")) / "videos"
-
-
-def shared(name: str) -> Path:
-    path = SHARED_VIDEOS / name
-    if not path.is_file():
-        pytest.skip(f"shared clip {path} not available (set FER_VIDEO_SHARED to the shared folder)")
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -1,18 +1,17 @@
 """Face tracking (fer_video.track): synthetic boxes for the rules, real clips end to end."""
 from __future__ import annotations
 
-import os
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import shared_clip
 
 from fer_video.records import Detection, TrackedFace
 from fer_video.track import FaceTracker
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "sample_videos"
-SHARED_VIDEOS = Path(os.environ.get("FER_VIDEO_SHARED", REPO.parent / "shared")) / "videos"
 
 
 def det(cx, cy, side=40.0, score=0.99):
@@ -169,9 +168,7 @@ def test_single_face_clip_is_one_id(detector):
 
 
 def test_crowd_gets_several_stable_ids(detector):
-    path = SHARED_VIDEOS / "facenet_crowd_1080p.mp4"
-    if not path.is_file():
-        pytest.skip(f"shared clip {path} not available (set FER_VIDEO_SHARED to the shared folder)")
+    path = shared_clip("facenet_crowd_1080p.mp4")
     out = track_clip(detector, path, fps=5.0, end=2.0)        # 10 samples
     assert len(out) == 10
     for frame in out:

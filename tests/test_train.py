@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import missing_shared
 import torch
 import torch.nn.functional as F
 
@@ -26,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 def ckplus(shared_dir) -> FaceDataset:
     path = shared_dir / "datasets" / "ckplus48"
     if not path.is_dir():
-        pytest.skip(f"CK+48 not found at {path}")
+        missing_shared(f"CK+48 not found at {path}")
     return load_dataset(path)
 
 
