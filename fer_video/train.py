@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
-from .checkpoint import ModelConfig, file_sha256, load_checkpoint, save_checkpoint
+from .checkpoint import ModelConfig, checkpoint_paths, file_sha256, load_checkpoint, save_checkpoint
 from .data import FaceDataset, grouped_split, load_dataset
 from .errors import SetupError, UsageError
 from .model import EmotionNet, WeightsUnavailable, build_model, load_imagenet_backbone
@@ -168,9 +168,8 @@ def _initial_model(args: TrainArgs, config: ModelConfig, device: torch.device) -
         if src_cfg.stem != config.stem:
             raise UsageError(f"--weights {args.weights} has stem {src_cfg.stem!r}, this run {config.stem!r}")
         model.backbone.load_state_dict(src.backbone.state_dict())
-        info.update(source_classes=src_cfg.classes, source_sha256=file_sha256(
-            Path(args.weights).with_suffix(".safetensors") if Path(args.weights).suffix else
-            Path(str(args.weights) + ".safetensors")), source_data=src_cfg.data.get("source"))
+        info.update(source_classes=src_cfg.classes, source_sha256=file_sha256(checkpoint_paths(args.weights)[0]),
+                    source_data=src_cfg.data.get("source"))
         # Same classes and head: keep the head too (continued training / fine-tuning on similar labels).
         if src_cfg.classes == config.classes and src_cfg.head == config.head \
                 and src_cfg.input_size == config.input_size:

@@ -181,3 +181,21 @@ def test_bad_dataset_path_gives_a_clear_error(tmp_path, kind):
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert str(data) in r.stderr
+
+
+def test_fine_tune_from_our_checkpoint_keeps_the_frozen_backbone(ckplus, tmp_path):
+    # A 7-class "pretrained" checkpoint with other classes than CK+: backbone reused, new head.
+    torch.manual_seed(3)
+    src_cfg = ModelConfig(classes=["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"])
+    src = build_model(src_cfg.to_json()).eval()
+    save_checkpoint(src, src_cfg, tmp_path / "pre")
+    subset = ckplus.subset(np.arange(0, 981, 40))
+    args = TrainArgs(data="x", out=str(tmp_path / "ft"), epochs=1, freeze_epochs=1, batch_size=8, log_every=0,
+                     weights=str(tmp_path / "pre.safetensors"))
+    train(args, subset, subset)
+    tuned, cfg = load_checkpoint(tmp_path / "ft" / "last")
+    assert cfg.classes == ckplus.classes and cfg.recipe["start"]["head"] == "new"
+    # Frozen for the only epoch: every backbone weight and BN statistic is the source's.
+    for (k, a), (_, b) in zip(src.backbone.state_dict().items(), tuned.backbone.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert not torch.equal(src.head.fc.weight[:1, :5], tuned.head.fc.weight[:1, :5])
