@@ -116,18 +116,24 @@ def _fmt_s(seconds: float) -> str:
 
 def run_batch(paths: Sequence[str | os.PathLike], settings: Settings, *,
               out_root: str | os.PathLike = "reports", recursive: bool = False,
-              overwrite: bool = False, quiet: bool = False, progress: Optional[bool] = None) -> int:
+              overwrite: bool = False, quiet: bool = False, progress: Optional[bool] = None,
+              jobs: int = 1, timeout: Optional[float] = None) -> int:
     """Analyse every input; return the exit code (0 all ok, 1 some failed, 130 interrupted).
 
     Set-up and usage errors (``SetupError``/``UsageError``) propagate: they concern every input.
     ``progress``: show rich progress bars (default: when stderr is a terminal and not quiet).
+    ``jobs`` > 1 (or a ``timeout``): analyse that many inputs at a time in worker processes
+    (:mod:`fer_video.executors`); each runs the same per-video job, so reports are the same.
+    ``timeout``: seconds per input before its worker is killed and the input marked failed.
     """
     from rich.console import Console
 
     from .pipeline import job as run_job
 
+    workers = int(jobs)
     out_root = Path(out_root)
-    jobs, is_batch = discover(paths, recursive=recursive, out_root=out_root)
+    todo, is_batch = discover(paths, recursive=recursive, out_root=out_root)
+    jobs = todo     # type: ignore[assignment]  # the in-process path below
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     out = Console(highlight=False)
     show_bars = (not quiet) and (err.is_terminal if progress is None else progress)
@@ -143,6 +149,11 @@ def run_batch(paths: Sequence[str | os.PathLike], settings: Settings, *,
                 f"{row.n_faces} face{'s' if row.n_faces != 1 else ''}"
                 + (f" ({row.dominant})" if row.dominant else "") + f" in {_fmt_s(row.wall_s)}")
             err.print(f"[{i}/{n}] {row.input}: {what} -> {out_root / row.report}", markup=False)
+
+    if workers > 1 or timeout is not None:
+        return _run_parallel(todo, out_root, settings, workers=workers, timeout=timeout,
+                             overwrite=overwrite, is_batch=is_batch, quiet=quiet,
+                             show_bars=show_bars, err=err, out=out, note=note)
 
     try:
         if show_bars:
@@ -182,6 +193,55 @@ def run_batch(paths: Sequence[str | os.PathLike], settings: Settings, *,
                   "to resume", markup=False)
         return EXIT_INTERRUPTED
 
+    if is_batch:
+        write_batch_index(out_root, rows)
+    if not quiet:
+        print_summary(out, rows, skipped, out_root, is_batch)
+    return EXIT_OK if all(r.status == "ok" for r in rows) else EXIT_INPUT_FAILED
+
+
+def _run_parallel(todo, out_root: Path, settings: Settings, *, workers: int,
+                  timeout: Optional[float], overwrite: bool, is_batch: bool, quiet: bool,
+                  show_bars: bool, err, out, note) -> int:
+    """``run_batch`` with ``workers`` processes: one progress bar, reports in input order."""
+    from .executors import run_parallel
+
+    n = len(todo)
+    counts = {"done": 0, "failed": 0}
+    bars = overall = None
+
+    def describe() -> str:
+        return "inputs" + (f" ({counts['failed']} failed)" if counts["failed"] else "")
+
+    def on_done(i: int, row, was_skipped: bool) -> None:
+        counts["done"] += 1
+        counts["failed"] += row.status != "ok"
+        if bars is not None:
+            bars.update(overall, advance=1, description=describe())
+        note(counts["done"], todo[i], row, was_skipped)
+
+    try:
+        if show_bars:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+
+            columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TimeElapsedColumn(), TimeRemainingColumn()]
+            with Progress(*columns, console=err, transient=False) as bars:
+                overall = bars.add_task(describe(), total=n)
+                results = run_parallel(todo, out_root, settings, workers=workers,
+                                       overwrite=overwrite, timeout=timeout, on_done=on_done)
+        else:
+            results = run_parallel(todo, out_root, settings, workers=workers,
+                                   overwrite=overwrite, timeout=timeout, on_done=on_done)
+    except KeyboardInterrupt:
+        err.print(f"interrupted: {counts['done'] - counts['failed']}"
+                  f" of {n} report(s) complete; run the same command again to resume",
+                  markup=False)
+        return EXIT_INTERRUPTED
+
+    rows = [r for r, _ in results]
+    skipped = [s for _, s in results]
     if is_batch:
         write_batch_index(out_root, rows)
     if not quiet:

@@ -38,6 +38,7 @@ examples:
   fer-video analyze videos/ --recursive --out results/
   fer-video analyze interview.mov --start 60 --end 120 --fps 2
   fer-video analyze photo.jpg --model runs/exp1/best.safetensors --device cpu
+  fer-video analyze videos/ --recursive --jobs 2 --timeout 1800   # 2 at a time, 30 min each max
 
 outputs (under --out, default reports/):
   <stem>/<stem>.frames.csv   one row per face per sampled frame, with class probabilities
@@ -139,6 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto takes CUDA when present (default: auto)")
     g.add_argument("--batch-size", type=_positive_int, default=8, metavar="N",
                    help="frames per face-detection batch (default: 8)")
+    g = a.add_argument_group("parallelism and faults")
+    g.add_argument("-j", "--jobs", type=_positive_int, default=1, metavar="N",
+                   help="analyse N inputs at a time, each in its own worker process (model loaded "
+                        "once per worker, torch threads split between workers, one face-detection "
+                        "thread each); reports are the same as with 1. A worker that crashes fails "
+                        "only its input. Default: 1, in this process")
+    g.add_argument("--timeout", type=_positive_float, default=None, metavar="S",
+                   help="fail an input still running after S seconds (its worker process is "
+                        "killed; the others go on). Runs inputs in worker processes even with "
+                        "--jobs 1. Default: no limit")
     g = a.add_argument_group("timelines")
     g.add_argument("--smoothing", type=_nonneg_float, default=1.0, metavar="S",
                    dest="smoothing_window_s",
@@ -164,7 +175,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                         smoothing_window_s=args.smoothing_window_s, min_segment_s=args.min_segment_s,
                         min_track=args.min_track)
     return run_batch(args.paths, settings, out_root=args.out, recursive=args.recursive,
-                     overwrite=args.overwrite, quiet=args.quiet)
+                     overwrite=args.overwrite, quiet=args.quiet, jobs=args.jobs,
+                     timeout=args.timeout)
 
 
 def _interruptible() -> None:

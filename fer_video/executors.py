@@ -1,0 +1,229 @@
+"""Run a batch's per-video jobs in worker processes (``fer-video analyze --jobs N``).
+
+Every worker runs exactly the same per-video job as the in-process path
+(:func:`fer_video.pipeline.job`, i.e. ``run_video_job``), so reports are identical to
+``--jobs 1`` except for timings. Design:
+
+* N *slots*, each a ``ProcessPoolExecutor(max_workers=1)`` with the "spawn" start method
+  (never fork: torch's threads + fork can deadlock). One slot runs one video at a time, so
+  when its worker dies the culprit is known: that video is marked failed ("worker process
+  died (exit code ...)"), the slot gets a fresh pool and the other slots carry on.
+* Models load once per worker process (the pipeline's per-process cache).
+* Threads: each worker sets torch to ``max(1, cores // N)`` intra-op threads (the face
+  detector then sets 1, process-wide, as it does in-process) and, with N > 1, runs ONE
+  face-detection thread instead of the pipeline's 2 on a CPU, so N workers don't
+  oversubscribe the cores.
+* ``timeout``: a video still running ``timeout`` seconds after its worker started it
+  (models already built, so a worker's start-up does not count) has its worker killed and
+  is marked failed ("timed out after N s").
+* Results come back in input order; the caller assembles summary.csv / index.html.
+
+Test-only hooks, read in the worker (for tests/test_parallel.py, harmless otherwise):
+``FER_VIDEO_TEST_CRASH_ON=<file name>`` makes the worker ``os._exit(1)`` on that input;
+``FER_VIDEO_TEST_SLEEP_ON=<file name>`` makes it sleep ``FER_VIDEO_TEST_SLEEP_S`` seconds
+(default 600) before analysing that input.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from .settings import Settings
+
+START_METHOD = "spawn"
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+# ---------------------------------------------------------------- worker side
+
+_STARTED = None      # the parent's queue: ("start", job index, pid, monotonic time)
+
+
+def _init_worker(started, threads: int, one_detect_thread: bool) -> None:
+    global _STARTED
+    _STARTED = started
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent handles Ctrl-C
+    except (ValueError, OSError):
+        pass
+    import torch
+
+    torch.set_num_threads(max(1, int(threads)))
+    if one_detect_thread:
+        from . import pipeline
+
+        pipeline._detect_workers = lambda device: 1       # type: ignore[assignment]
+
+
+def _test_hooks(path: str) -> None:
+    """Test-only fault injection (see the module docstring)."""
+    name = Path(path).name
+    if name and os.environ.get("FER_VIDEO_TEST_CRASH_ON") == name:
+        os._exit(1)
+    if name and os.environ.get("FER_VIDEO_TEST_SLEEP_ON") == name:
+        time.sleep(float(os.environ.get("FER_VIDEO_TEST_SLEEP_S", "600")))
+
+
+def _run_in_worker(index: int, path: str, out_root: str, settings: Settings,
+                   out_subdir: str, overwrite: bool):
+    from .pipeline import job, load_models
+
+    try:
+        load_models(settings)          # once per process; a SetupError surfaces from job()
+    except Exception:
+        pass
+    if _STARTED is not None:
+        _STARTED.put(("start", index, os.getpid(), time.monotonic()))
+    _test_hooks(path)
+    return job(path, out_root, settings, out_subdir=out_subdir, overwrite=overwrite)
+
+
+# ---------------------------------------------------------------- parent side
+
+class _Slot:
+    """One single-worker pool and the job it is running."""
+
+    def __init__(self, ctx, started, threads: int, one_detect_thread: bool):
+        self.pool = ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_init_worker,
+                                        initargs=(started, threads, one_detect_thread))
+        self.index: Optional[int] = None
+        self.future = None
+        self.pid: Optional[int] = None
+        self.started_at: Optional[float] = None
+        self.process = None
+
+    def submit(self, index: int, job, out_root: str, settings: Settings, overwrite: bool):
+        self.index, self.pid, self.started_at = index, None, None
+        self.future = self.pool.submit(_run_in_worker, index, job.path, out_root, settings,
+                                       job.out_subdir, overwrite)
+        # the pool's one worker process (started by now), kept for its exit code after a crash
+        procs = list((getattr(self.pool, "_processes", None) or {}).values())
+        self.process = procs[0] if len(procs) == 1 else None
+        return self.future
+
+    def remember_process(self, pid: int) -> None:
+        self.pid = pid
+
+    def exit_code(self) -> str:
+        p = self.process
+        if p is not None:
+            try:
+                p.join(timeout=2)
+            except Exception:
+                pass
+            if p.exitcode is not None:
+                code = int(p.exitcode)
+                return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        return "exit code unknown"
+
+    def kill(self) -> None:
+        pids = {self.pid} if self.pid else set()
+        for p in list((getattr(self.pool, "_processes", None) or {}).values()):
+            pids.add(p.pid)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (OSError, TypeError):
+                pass
+
+    def close(self, kill: bool = False) -> None:
+        if kill:
+            self.kill()
+        try:
+            self.pool.shutdown(wait=not kill, cancel_futures=True)
+        except Exception:
+            pass
+
+
+def run_parallel(jobs: Sequence, out_root: str | os.PathLike, settings: Settings, *,
+                 workers: int, overwrite: bool = False, timeout: Optional[float] = None,
+                 on_done: Optional[Callable[[int, object, bool], None]] = None) -> list:
+    """Run every job in ``workers`` processes; return ``[(SummaryRow, skipped)]`` in input order.
+
+    ``on_done(index, row, skipped)`` is called in the parent as each job finishes.
+    ``SetupError``/``UsageError`` raised by a job propagate (after the workers are stopped),
+    as does KeyboardInterrupt.
+    """
+    from .pipeline import _failed
+
+    out_root = str(out_root)
+    n = len(jobs)
+    workers = max(1, min(int(workers), n))
+    threads = max(1, usable_cores() // workers)
+    ctx = multiprocessing.get_context(START_METHOD)
+    started = ctx.SimpleQueue()     # synchronous put: safe even if the worker dies right after
+    results: list = [None] * n
+    pending = list(range(n))[::-1]            # pop() takes the next job in input order
+    slots = [_Slot(ctx, started, threads, workers > 1) for _ in range(workers)]
+
+    def finish(i: int, row, skipped: bool) -> None:
+        results[i] = (row, skipped)
+        if on_done is not None:
+            on_done(i, row, skipped)
+
+    def fail(i: int, reason: str, t0: Optional[float]) -> None:
+        row = _failed(jobs[i].path, reason, time.perf_counter())
+        if t0 is not None:
+            row.wall_s = max(0.0, time.monotonic() - t0)
+        finish(i, row, False)
+
+    def replace(k: int) -> None:
+        slots[k].close(kill=True)
+        slots[k] = _Slot(ctx, started, threads, workers > 1)
+
+    try:
+        while True:
+            for slot in slots:
+                if slot.future is None and pending:
+                    i = pending.pop()
+                    slot.submit(i, jobs[i], out_root, settings, overwrite)
+            active = [s for s in slots if s.future is not None]
+            if not active:
+                break
+            wait([s.future for s in active], timeout=0.2, return_when=FIRST_COMPLETED)
+            # start notices: which worker runs which job, since when
+            while not started.empty():
+                _, i, pid, t = started.get()
+                for s in slots:
+                    if s.index == i and s.future is not None:
+                        s.remember_process(pid)
+                        s.started_at = t
+            for k, s in enumerate(slots):
+                fut = s.future
+                if fut is None:
+                    continue
+                i = s.index
+                if fut.done():
+                    s.future = None
+                    try:
+                        row, skipped = fut.result()
+                    except BrokenProcessPool:
+                        fail(i, f"worker process died ({s.exit_code()})", s.started_at)
+                        replace(k)
+                        continue
+                    finish(i, row, skipped)
+                elif (timeout is not None and s.started_at is not None
+                      and time.monotonic() - s.started_at > timeout):
+                    s.future = None
+                    fail(i, f"timed out after {timeout:g} s", s.started_at)
+                    replace(k)
+    except BaseException:
+        for s in slots:
+            s.close(kill=True)
+        raise
+    for s in slots:
+        s.close()
+    started.close()
+    return results

@@ -1,0 +1,87 @@
+"""``analyze --jobs N`` / ``--timeout``: worker processes give the same reports as in-process,
+and a crashed or slow worker fails only its own input (real clips, real MTCNN)."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from fer_video.batch import run_batch
+from fer_video.cli import main
+
+CLIPS = ("pyfeat_single_face.mp4", "pyfeat_no_face.mp4", "liveportrait_d19.mp4")
+TIMING_KEYS = {"wall_s", "timings", "timings_s", "speed", "realtime_factor", "created",
+               "created_at", "elapsed_s"}
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory, samples):
+    d = tmp_path_factory.mktemp("parallel_in")
+    for name in CLIPS:
+        (d / name).write_bytes((samples / name).read_bytes())
+    return d
+
+
+def _strip(obj):
+    """A report's JSON without timing/wall-clock fields (anything else must match)."""
+    if isinstance(obj, dict):
+        return {k: _strip(v) for k, v in obj.items()
+                if k not in TIMING_KEYS and "wall" not in k and "timing" not in k}
+    if isinstance(obj, list):
+        return [_strip(v) for v in obj]
+    return obj
+
+
+def _summary(out: Path) -> list[dict]:
+    return list(csv.DictReader(open(out / "summary.csv", newline="")))
+
+
+@pytest.mark.slow
+def test_jobs_2_gives_the_same_reports_as_jobs_1(folder, settings_for, tmp_path):
+    settings = settings_for(fps=2.0)
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert run_batch([folder], settings, out_root=one, quiet=True) == 0
+    assert run_batch([folder], settings, out_root=two, quiet=True, jobs=2) == 0
+    for name in CLIPS:
+        stem = Path(name).stem
+        a, b = one / stem, two / stem
+        assert (a / f"{stem}.frames.csv").read_bytes() == (b / f"{stem}.frames.csv").read_bytes()
+        ja = json.loads((a / f"{stem}.json").read_text())
+        jb = json.loads((b / f"{stem}.json").read_text())
+        assert _strip(ja) == _strip(jb), stem
+    ra, rb = _summary(one), _summary(two)
+    assert [r["input"] for r in rb] == [str(folder / n) for n in sorted(CLIPS)]   # input order
+    for x, y in zip(ra, rb):
+        x.pop("wall_s"), y.pop("wall_s")
+        assert x == y
+    assert (two / "index.html").is_file()
+    # resume: a complete batch is skipped by the workers too
+    mtimes = {p: p.stat().st_mtime_ns for p in two.rglob("*.json")}
+    assert run_batch([folder], settings, out_root=two, quiet=True, jobs=2) == 0
+    assert all(p.stat().st_mtime_ns == m for p, m in mtimes.items())
+
+
+@pytest.mark.slow
+def test_crashed_and_timed_out_workers_fail_only_their_input(folder, model_path, tmp_path,
+                                                             monkeypatch, capsys):
+    """One input kills its worker (os._exit), one sleeps past --timeout; the third completes."""
+    monkeypatch.setenv("FER_VIDEO_TEST_CRASH_ON", "pyfeat_no_face.mp4")
+    monkeypatch.setenv("FER_VIDEO_TEST_SLEEP_ON", "liveportrait_d19.mp4")
+    monkeypatch.setenv("FER_VIDEO_TEST_SLEEP_S", "120")
+    out = tmp_path / "out"
+    code = main(["analyze", str(folder), "--jobs", "2", "--timeout", "8", "--fps", "2",
+                 "--model", str(model_path), "--device", "cpu", "--out", str(out), "--quiet"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    rows = {Path(r["input"]).name: r for r in _summary(out)}
+    assert rows["pyfeat_single_face.mp4"]["status"] == "ok"
+    assert rows["pyfeat_no_face.mp4"]["status"] == "failed"
+    assert rows["pyfeat_no_face.mp4"]["reason"] == "worker process died (exit code 1)"
+    assert rows["liveportrait_d19.mp4"]["status"] == "failed"
+    assert rows["liveportrait_d19.mp4"]["reason"] == "timed out after 8 s"
+    assert "worker process died" in err and "timed out after 8 s" in err
+    assert (out / "pyfeat_single_face" / "pyfeat_single_face.json").is_file()
+    assert not (out / "liveportrait_d19" / "liveportrait_d19.json").exists()
