@@ -157,12 +157,7 @@ def run_batch(paths: Sequence[str | os.PathLike], settings: Settings, *,
 
     try:
         if show_bars:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
-
-            columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                       TimeElapsedColumn(), TimeRemainingColumn()]
-            with Progress(*columns, console=err, transient=False) as bars:
+            with _progress_bars(err) as bars:
                 overall = bars.add_task("inputs", total=n) if n > 1 else None
                 for i, job in enumerate(jobs, start=1):
                     label = Path(job.path).name
@@ -200,6 +195,15 @@ def run_batch(paths: Sequence[str | os.PathLike], settings: Settings, *,
     return EXIT_OK if all(r.status == "ok" for r in rows) else EXIT_INPUT_FAILED
 
 
+def _progress_bars(console):
+    """The rich progress display used for batches: label, bar, done/total, elapsed, ETA."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+
+
 def _run_parallel(todo, out_root: Path, settings: Settings, *, workers: int,
                   timeout: Optional[float], overwrite: bool, is_batch: bool, quiet: bool,
                   show_bars: bool, err, out, note) -> int:
@@ -222,12 +226,7 @@ def _run_parallel(todo, out_root: Path, settings: Settings, *, workers: int,
 
     try:
         if show_bars:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
-
-            columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                       TimeElapsedColumn(), TimeRemainingColumn()]
-            with Progress(*columns, console=err, transient=False) as bars:
+            with _progress_bars(err) as bars:
                 overall = bars.add_task(describe(), total=n)
                 results = run_parallel(todo, out_root, settings, workers=workers,
                                        overwrite=overwrite, timeout=timeout, on_done=on_done)
