@@ -64,7 +64,7 @@ def _init_worker(started, threads: int, one_detect_thread: bool) -> None:
     if one_detect_thread:
         from . import pipeline
 
-        pipeline._detect_workers = lambda device: 1       # type: ignore[assignment]
+        pipeline.DETECT_THREADS_CAP = 1
 
 
 def _test_hooks(path: str) -> None:

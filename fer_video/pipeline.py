@@ -147,6 +147,11 @@ class _Prefetch:
         self._thread.join(timeout=5)
 
 
+# Per-process cap on detection threads; batch workers (``--jobs N > 1``) set it to 1 so N
+# processes do not oversubscribe the cores. None: decided by ``_detect_workers``.
+DETECT_THREADS_CAP: int | None = None
+
+
 def _detect_workers(device: str) -> int:
     """Threads for face detection: 2 on a multi-core CPU, 1 on a GPU (it serialises anyway)."""
     if not str(device).startswith("cpu"):
@@ -155,7 +160,8 @@ def _detect_workers(device: str) -> int:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
-    return max(1, min(2, cpus))
+    n = max(1, min(2, cpus))
+    return min(n, DETECT_THREADS_CAP) if DETECT_THREADS_CAP else n
 
 
 def _thumbnail(image: np.ndarray, box) -> np.ndarray:
