@@ -58,24 +58,26 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _positive_float(text: str) -> float:
+def _finite_float(text: str) -> float:
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not v > 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    if v != v or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number")
     return v
+
+
+def _positive_float(text: str) -> float:
+    if not _finite_float(text) > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return float(text)
 
 
 def _nonneg_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not v >= 0 or v == float("inf"):
+    if not _finite_float(text) >= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be a number >= 0")
-    return v
+    return float(text)
 
 
 def _positive_int(text: str) -> int:
