@@ -6,6 +6,7 @@ PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip
 STAMP   := $(VENV)/.fer-video-setup.stamp
+RAY_STAMP := $(VENV)/.fer-video-ray.stamp
 export FER_VIDEO_SHARED ?= $(abspath $(CURDIR)/../shared)
 
 .PHONY: setup demo test chromium clean
@@ -22,6 +23,11 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --quiet -e '.[dev]'
 	@touch $@
 
+# The optional Ray extra (analyze --executor ray): the tests need it, the demo does not.
+$(RAY_STAMP): $(STAMP)
+	$(PIP) install --quiet -e '.[dev,ray]'
+	@touch $@
+
 demo: setup
 	$(VENV)/bin/fer-video analyze sample_videos/pyfeat_single_face.mp4
 
@@ -30,7 +36,7 @@ chromium:
 	  echo "installing Debian chromium (browser tests)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-test: setup chromium
+test: setup $(RAY_STAMP) chromium
 	$(PY) -m pytest
 
 clean:

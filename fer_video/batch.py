@@ -117,7 +117,8 @@ def _fmt_s(seconds: float) -> str:
 def run_batch(paths: Sequence[str | os.PathLike], settings: Settings, *,
               out_root: str | os.PathLike = "reports", recursive: bool = False,
               overwrite: bool = False, quiet: bool = False, progress: Optional[bool] = None,
-              jobs: int = 1, timeout: Optional[float] = None) -> int:
+              jobs: Optional[int] = None, timeout: Optional[float] = None, executor: str = "local",
+              address: Optional[str] = None, gpus_per_task: Optional[float] = None) -> int:
     """Analyse every input; return the exit code (0 all ok, 1 some failed, 130 interrupted).
 
     Set-up and usage errors (``SetupError``/``UsageError``) propagate: they concern every input.
@@ -125,14 +126,26 @@ def run_batch(paths: Sequence[str | os.PathLike], settings: Settings, *,
     ``jobs`` > 1 (or a ``timeout``): analyse that many inputs at a time in worker processes
     (:mod:`fer_video.executors`); each runs the same per-video job, so reports are the same.
     ``timeout``: seconds per input before its worker is killed and the input marked failed.
+    ``executor="ray"``: run the inputs as tasks on a Ray cluster (:mod:`fer_video.ray_executor`;
+    ``address`` as ``ray.init`` takes it, None starts a local one; ``jobs`` then caps the tasks
+    in flight, None meaning as many as the cluster can run at once).
     """
     from rich.console import Console
 
     from .pipeline import job as run_job
 
-    workers = int(jobs)
+    workers = int(jobs) if jobs else 1
+    if executor not in ("local", "ray"):
+        raise UsageError(f"--executor must be local or ray (got {executor!r})")
+    if executor != "ray" and (address is not None or gpus_per_task is not None):
+        raise UsageError("--address and --gpus-per-task go with --executor ray")
+    if executor == "ray":
+        from .ray_executor import import_ray
+
+        import_ray()        # a missing extra is a set-up error before any work starts
     out_root = Path(out_root)
     todo, is_batch = discover(paths, recursive=recursive, out_root=out_root)
+    max_in_flight = jobs
     jobs = todo     # type: ignore[assignment]  # the in-process path below
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     out = Console(highlight=False)
@@ -150,8 +163,23 @@ def run_batch(paths: Sequence[str | os.PathLike], settings: Settings, *,
                 + (f" ({row.dominant})" if row.dominant else "") + f" in {_fmt_s(row.wall_s)}")
             err.print(f"[{i}/{n}] {row.input}: {what} -> {out_root / row.report}", markup=False)
 
+    if executor == "ray":
+        from .ray_executor import run_ray
+
+        def runner(todo, out_root, settings, **kw):
+            return run_ray(todo, out_root, settings, address=address, gpus_per_task=gpus_per_task,
+                           max_in_flight=max_in_flight, **kw)
+
+        return _run_parallel(runner, todo, out_root, settings, timeout=timeout,
+                             overwrite=overwrite, is_batch=is_batch, quiet=quiet,
+                             show_bars=show_bars, err=err, out=out, note=note)
     if workers > 1 or timeout is not None:
-        return _run_parallel(todo, out_root, settings, workers=workers, timeout=timeout,
+        from .executors import run_parallel
+
+        def runner(todo, out_root, settings, **kw):
+            return run_parallel(todo, out_root, settings, workers=workers, **kw)
+
+        return _run_parallel(runner, todo, out_root, settings, timeout=timeout,
                              overwrite=overwrite, is_batch=is_batch, quiet=quiet,
                              show_bars=show_bars, err=err, out=out, note=note)
 
@@ -204,12 +232,11 @@ def _progress_bars(console):
                     TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
 
 
-def _run_parallel(todo, out_root: Path, settings: Settings, *, workers: int,
+def _run_parallel(runner, todo, out_root: Path, settings: Settings, *,
                   timeout: Optional[float], overwrite: bool, is_batch: bool, quiet: bool,
                   show_bars: bool, err, out, note) -> int:
-    """``run_batch`` with ``workers`` processes: one progress bar, reports in input order."""
-    from .executors import run_parallel
-
+    """``run_batch`` through an executor (``runner``: worker processes or Ray): one progress
+    bar for the batch, reports in input order."""
     n = len(todo)
     counts = {"done": 0, "failed": 0}
     bars = overall = None
@@ -228,11 +255,11 @@ def _run_parallel(todo, out_root: Path, settings: Settings, *, workers: int,
         if show_bars:
             with _progress_bars(err) as bars:
                 overall = bars.add_task(describe(), total=n)
-                results = run_parallel(todo, out_root, settings, workers=workers,
-                                       overwrite=overwrite, timeout=timeout, on_done=on_done)
+                results = runner(todo, out_root, settings, overwrite=overwrite,
+                                 timeout=timeout, on_done=on_done)
         else:
-            results = run_parallel(todo, out_root, settings, workers=workers,
-                                   overwrite=overwrite, timeout=timeout, on_done=on_done)
+            results = runner(todo, out_root, settings, overwrite=overwrite, timeout=timeout,
+                             on_done=on_done)
     except KeyboardInterrupt:
         err.print(f"interrupted: {counts['done'] - counts['failed']}"
                   f" of {n} report(s) complete; run the same command again to resume",

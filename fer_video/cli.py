@@ -39,6 +39,7 @@ examples:
   fer-video analyze interview.mov --start 60 --end 120 --fps 2
   fer-video analyze photo.jpg --model runs/exp1/best.safetensors --device cpu
   fer-video analyze videos/ --recursive --jobs 2 --timeout 1800   # 2 at a time, 30 min each max
+  fer-video analyze videos/ --recursive --executor ray --address auto  # on a running Ray cluster
 
 outputs (under --out, default reports/):
   <stem>/<stem>.frames.csv   one row per face per sampled frame, with class probabilities
@@ -97,6 +98,12 @@ def _threshold(text: str) -> float:
     return v
 
 
+def _gpu_fraction(text: str) -> float:
+    if not 0 <= _finite_float(text) <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number in [0, 1]")
+    return float(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
@@ -143,15 +150,25 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=_positive_int, default=8, metavar="N",
                    help="frames per face-detection batch (default: 8)")
     g = a.add_argument_group("parallelism and faults")
-    g.add_argument("-j", "--jobs", type=_positive_int, default=1, metavar="N",
+    g.add_argument("-j", "--jobs", type=_positive_int, default=None, metavar="N",
                    help="analyse N inputs at a time, each in its own worker process (model loaded "
                         "once per worker, torch threads split between workers, one face-detection "
                         "thread each); reports are the same as with 1. A worker that crashes fails "
-                        "only its input. Default: 1, in this process")
+                        "only its input. Default: 1, in this process. With --executor ray: at most "
+                        "N tasks at a time (default: as many as the cluster can run)")
     g.add_argument("--timeout", type=_positive_float, default=None, metavar="S",
                    help="fail an input still running after S seconds (its worker process is "
                         "killed; the others go on). Runs inputs in worker processes even with "
                         "--jobs 1. Default: no limit")
+    g.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local: this machine (--jobs); ray: one task per input on a Ray cluster, "
+                        "same reports (needs pip install 'fer-video[ray]'). Default: local")
+    g.add_argument("--address", default=None, metavar="ADDR",
+                   help="Ray cluster to use, as ray.init takes it: 'auto' for the running cluster, "
+                        "HOST:PORT, or ray://HOST:PORT. Default: start a local one for this run")
+    g.add_argument("--gpus-per-task", type=_gpu_fraction, default=None, metavar="F",
+                   help="GPUs each Ray task requests when the cluster has GPUs (default: 0.25, "
+                        "four inputs share a GPU; 0: CPU only)")
     g = a.add_argument_group("timelines")
     g.add_argument("--smoothing", type=_nonneg_float, default=1.0, metavar="S",
                    dest="smoothing_window_s",
@@ -178,7 +195,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                         min_track=args.min_track)
     return run_batch(args.paths, settings, out_root=args.out, recursive=args.recursive,
                      overwrite=args.overwrite, quiet=args.quiet, jobs=args.jobs,
-                     timeout=args.timeout)
+                     timeout=args.timeout, executor=args.executor, address=args.address,
+                     gpus_per_task=args.gpus_per_task)
 
 
 def _interruptible() -> None:

@@ -35,6 +35,11 @@ _EPS = 1e-6          # seconds: float slack when comparing frame times with samp
 
 # ----------------------------------------------------------------------------- probe
 
+
+# FFmpeg decoding threads per stream: 0 lets FFmpeg pick (one per core). Batch workers
+# (--jobs N > 1, Ray tasks) set 1: N processes already keep the cores busy.
+DECODE_THREADS: int = 0
+
 def probe(path) -> VideoInfo:
     """Check that ``path`` is a readable video (or still image) and describe it.
 
@@ -338,6 +343,8 @@ def _sample_video(p: Path, info: VideoInfo, fps: float, start: float,
         if not seeked:
             index = 0
         stream.thread_type = "AUTO"
+        if DECODE_THREADS:
+            stream.codec_context.thread_count = DECODE_THREADS
         step = 1.0 / fps if fps > 0 else 0.0
         nominal = 1.0 / info.fps if info.fps > 0 else 0.04
 

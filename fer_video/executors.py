@@ -9,10 +9,11 @@ Every worker runs exactly the same per-video job as the in-process path
   when its worker dies the culprit is known: that video is marked failed ("worker process
   died (exit code ...)"), the slot gets a fresh pool and the other slots carry on.
 * Models load once per worker process (the pipeline's per-process cache).
-* Threads: each worker sets torch to ``max(1, cores // N)`` intra-op threads (the face
-  detector then sets 1, process-wide, as it does in-process) and, with N > 1, runs ONE
-  face-detection thread instead of the pipeline's 2 on a CPU, so N workers don't
-  oversubscribe the cores.
+* Threads: each worker gets ``cores // N`` torch threads and, with N > 1, one
+  face-detection thread instead of the pipeline's 2; when that leaves one core per worker
+  it runs on one core throughout (:func:`pipeline.use_one_core`: one FFmpeg decoding thread
+  too), so N workers don't oversubscribe the cores. With N = 1 (``--timeout`` alone) the
+  worker keeps the in-process threading.
 * ``timeout``: a video still running ``timeout`` seconds after its worker started it
   (models already built, so a worker's start-up does not count) has its worker killed and
   is marked failed ("timed out after N s").
@@ -51,7 +52,7 @@ def usable_cores() -> int:
 _STARTED = None      # the parent's queue: ("start", job index, pid, monotonic time)
 
 
-def _init_worker(started, threads: int, one_detect_thread: bool) -> None:
+def _init_worker(started, threads: int, workers: int) -> None:
     global _STARTED
     _STARTED = started
     try:
@@ -60,11 +61,14 @@ def _init_worker(started, threads: int, one_detect_thread: bool) -> None:
         pass
     import torch
 
-    torch.set_num_threads(max(1, int(threads)))
-    if one_detect_thread:
-        from . import pipeline
+    from . import pipeline
 
-        pipeline.DETECT_THREADS_CAP = 1
+    if workers > 1 and threads == 1:
+        pipeline.use_one_core()
+    else:
+        torch.set_num_threads(max(1, int(threads)))
+        if workers > 1:
+            pipeline.DETECT_THREADS_CAP = 1
 
 
 def _test_hooks(path: str) -> None:
@@ -95,9 +99,9 @@ def _run_in_worker(index: int, path: str, out_root: str, settings: Settings,
 class _Slot:
     """One single-worker pool and the job it is running."""
 
-    def __init__(self, ctx, started, threads: int, one_detect_thread: bool):
+    def __init__(self, ctx, started, threads: int, workers: int):
         self.pool = ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_init_worker,
-                                        initargs=(started, threads, one_detect_thread))
+                                        initargs=(started, threads, workers))
         self.index: Optional[int] = None
         self.future = None
         self.pid: Optional[int] = None
@@ -166,7 +170,7 @@ def run_parallel(jobs: Sequence, out_root: str | os.PathLike, settings: Settings
     started = ctx.SimpleQueue()     # synchronous put: safe even if the worker dies right after
     results: list = [None] * n
     pending = list(range(n))[::-1]            # pop() takes the next job in input order
-    slots = [_Slot(ctx, started, threads, workers > 1) for _ in range(workers)]
+    slots = [_Slot(ctx, started, threads, workers) for _ in range(workers)]
 
     def finish(i: int, row, skipped: bool) -> None:
         results[i] = (row, skipped)
@@ -181,7 +185,7 @@ def run_parallel(jobs: Sequence, out_root: str | os.PathLike, settings: Settings
 
     def replace(k: int) -> None:
         slots[k].close(kill=True)
-        slots[k] = _Slot(ctx, started, threads, workers > 1)
+        slots[k] = _Slot(ctx, started, threads, workers)
 
     try:
         while True:

@@ -152,6 +152,20 @@ class _Prefetch:
 DETECT_THREADS_CAP: int | None = None
 
 
+def use_one_core() -> None:
+    """Make this process a one-core batch worker (--jobs N > 1, a Ray task): one torch
+    thread, one face-detection thread, one FFmpeg decoding thread. Several such workers
+    keep the cores busy without oversubscribing them."""
+    import torch
+
+    from . import decode
+
+    global DETECT_THREADS_CAP
+    torch.set_num_threads(1)
+    DETECT_THREADS_CAP = 1
+    decode.DECODE_THREADS = 1
+
+
 def _detect_workers(device: str) -> int:
     """Threads for face detection: 2 on a multi-core CPU, 1 on a GPU (it serialises anyway)."""
     if not str(device).startswith("cpu"):

@@ -139,3 +139,25 @@ def output_files(root: Path) -> list[Path]:
 
 def assert_no_traceback(text: str) -> None:
     assert "Traceback" not in text, text
+
+
+PARALLEL_CLIPS = ("pyfeat_single_face.mp4", "pyfeat_no_face.mp4", "liveportrait_d19.mp4")
+
+
+@pytest.fixture(scope="session")
+def folder(tmp_path_factory, samples):
+    """The three sample clips in one folder (the executors' tests)."""
+    d = tmp_path_factory.mktemp("parallel_in")
+    for name in PARALLEL_CLIPS:
+        (d / name).write_bytes((samples / name).read_bytes())
+    return d
+
+
+@pytest.fixture(scope="session")
+def serial_reports(folder, settings_for, tmp_path_factory):
+    """The reference for every executor: ``folder`` analysed in this process (--jobs 1)."""
+    from fer_video.batch import run_batch
+
+    one = tmp_path_factory.mktemp("serial") / "one"
+    assert run_batch([folder], settings_for(fps=2.0), out_root=one, quiet=True) == 0
+    return one

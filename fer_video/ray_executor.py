@@ -1,0 +1,232 @@
+"""Run a batch's per-video jobs on a Ray cluster (``fer-video analyze --executor ray``).
+
+The same per-video job as every other executor (:func:`fer_video.pipeline.job`), so the
+reports are byte-identical to ``--jobs 1`` apart from timings. Design:
+
+* One Ray *task* per video, ``num_cpus=1`` (one torch, face-detection and decoding thread)
+  and, when the cluster has GPUs, ``num_gpus=--gpus-per-task`` (default 0.25: four videos
+  share a GPU). ``max_calls=0`` keeps worker processes alive between tasks, so a worker
+  loads the models once (the pipeline's per-process cache), not once per video.
+* At most ``max_in_flight`` tasks are submitted at a time (default: as many as the
+  cluster's CPUs/GPUs can run at once), so results, progress and ``--timeout`` follow the
+  videos actually running, and Ctrl-C has little to cancel.
+* A task tells a small actor when its models are loaded; ``--timeout`` counts from then,
+  as with ``--jobs`` (a worker's start-up does not count). A task past its time is
+  force-cancelled (Ray kills its worker process) and the video marked failed.
+* A worker that dies (``os._exit``, a signal, Ray's out-of-memory killer, a lost node)
+  fails only its video: "worker process died (...)". Tasks are never retried here: a
+  second run of the same command retries what failed (complete reports are skipped).
+* Paths: a task runs in the driver's working directory (``chdir``), so relative paths in
+  reports match the single-process run. On a multi-node cluster, inputs and ``--out``
+  must be on a filesystem every node mounts at the same path, and fer-video must be
+  installed on every node.
+
+``FER_VIDEO_*`` environment variables of the driver are passed to the tasks (the test
+hooks of :mod:`fer_video.executors` use them).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Callable, Optional, Sequence
+
+from .errors import SetupError, UsageError
+from .settings import Settings
+
+DEFAULT_GPUS_PER_TASK = 0.25
+RAY_HINT = "pip install 'fer-video[ray]' (or: pip install 'ray[default]>=2.9')"
+
+
+def import_ray():
+    """``import ray``, or a SetupError saying how to get it."""
+    try:
+        import ray
+    except ImportError:
+        raise SetupError(f"--executor ray needs Ray, which is not installed: {RAY_HINT}") from None
+    return ray
+
+
+# ---------------------------------------------------------------- worker side
+
+def _ray_task(index: int, path: str, out_root: str, settings: Settings, out_subdir: str,
+              overwrite: bool, cwd: str, start_log):
+    from . import pipeline
+    from .executors import _test_hooks
+
+    pipeline.use_one_core()
+    if not os.path.isdir(cwd):
+        return pipeline._failed(path, f"working directory {cwd} does not exist on this Ray node "
+                                      "(use paths on a filesystem every node mounts)",
+                                time.perf_counter()), False
+    os.chdir(cwd)
+    try:
+        pipeline.load_models(settings)       # once per worker; a SetupError surfaces from job()
+    except Exception:
+        pass
+    if start_log is not None:
+        start_log.started.remote(index)
+    _test_hooks(path)
+    return pipeline.job(path, out_root, settings, out_subdir=out_subdir, overwrite=overwrite)
+
+
+class _StartLog:
+    """Which tasks have their models loaded and are analysing (for --timeout)."""
+
+    def __init__(self):
+        self._items: list[int] = []
+
+    def started(self, index: int) -> None:
+        self._items.append(index)
+
+    def drain(self) -> list[int]:
+        items, self._items = self._items, []
+        return items
+
+
+# ---------------------------------------------------------------- driver side
+
+def _check_reachable(address: str, wait_s: float = 10.0) -> None:
+    """ray.init retries an unreachable HOST:PORT for ever: try the port first, fail in one line."""
+    import socket
+
+    target = address[len("ray://"):] if address.startswith("ray://") else address
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        return                                     # "auto", "local", or Ray's own error
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=wait_s).close()
+    except OSError as exc:
+        raise SetupError(f"cannot connect to the Ray cluster at {address}: "
+                         f"{exc.strerror or type(exc).__name__}") from None
+
+
+def _init(ray, address: Optional[str]) -> bool:
+    """Connect to (or start) a cluster; return True when this call started/connected it."""
+    if ray.is_initialized():
+        return False
+    env = {k: v for k, v in os.environ.items() if k.startswith("FER_VIDEO_")}
+    # "local" starts a new instance; plain ray.init() would join whatever cluster
+    # /tmp/ray/ray_current_cluster names, and wait for ever if that one is gone.
+    kwargs = dict(address=address or "local", include_dashboard=False, log_to_driver=False,
+                  logging_level=logging.ERROR, configure_logging=True)
+    if env:
+        kwargs["runtime_env"] = {"env_vars": env}
+    if address:
+        _check_reachable(address)
+    try:
+        ray.init(**kwargs)
+    except ConnectionError as exc:
+        where = address or "a new local cluster"
+        raise SetupError(f"cannot connect to the Ray cluster at {where}: "
+                         f"{' '.join(str(exc).split())[:300]}") from None
+    except ValueError as exc:     # e.g. a malformed address
+        raise UsageError(f"--address {address!r}: {' '.join(str(exc).split())[:300]}") from None
+    return True
+
+
+def _died_reason(exc: BaseException) -> str:
+    # Ray's text ("connection error code 2", ...) says nothing reliable about the process's own
+    # exit status, so only the kind of failure is kept; Ray's logs on the node have the rest.
+    return f"worker process died ({type(exc).__name__})"
+
+
+def run_ray(jobs: Sequence, out_root: str | os.PathLike, settings: Settings, *,
+            address: Optional[str] = None, max_in_flight: Optional[int] = None,
+            gpus_per_task: Optional[float] = None, overwrite: bool = False,
+            timeout: Optional[float] = None,
+            on_done: Optional[Callable[[int, object, bool], None]] = None) -> list:
+    """Run every job as a Ray task; return ``[(SummaryRow, skipped)]`` in input order.
+
+    ``address``: as ``ray.init`` takes it (``"auto"``: the running cluster; ``None``: start a
+    new local one for this call, stopped at the end; never an existing one). ``on_done(index, row, skipped)`` runs in the
+    driver as each job finishes. Set-up/usage errors raised by a job propagate.
+    """
+    ray = import_ray()
+    from ray.exceptions import GetTimeoutError, RayError, RayTaskError, TaskCancelledError
+
+    from .pipeline import _failed
+
+    n = len(jobs)
+    results: list = [None] * n
+    if n == 0:
+        return results
+    owned = _init(ray, address)
+    try:
+        resources = ray.cluster_resources()
+        cpus = max(1, int(resources.get("CPU", 1)))
+        gpus = float(resources.get("GPU", 0))
+        per_gpu = (DEFAULT_GPUS_PER_TASK if gpus_per_task is None else float(gpus_per_task)) \
+            if gpus > 0 else 0.0
+        if settings.device == "cpu":
+            per_gpu = 0.0
+        slots = cpus if per_gpu <= 0 else min(cpus, max(1, int(gpus / per_gpu)))
+        in_flight_max = max(1, min(n, int(max_in_flight) if max_in_flight else slots))
+
+        task = ray.remote(num_cpus=1, num_gpus=per_gpu, max_retries=0, max_calls=0)(_ray_task)
+        start_log = ray.remote(num_cpus=0)(_StartLog).remote()
+        cwd = os.getcwd()
+        out_root = str(out_root)
+        pending = list(range(n))[::-1]
+        running: dict = {}            # ObjectRef -> job index
+        started_at: dict = {}         # job index -> driver's monotonic time its analysis began
+
+        def finish(i: int, row, skipped: bool) -> None:
+            results[i] = (row, skipped)
+            if on_done is not None:
+                on_done(i, row, skipped)
+
+        def fail(i: int, reason: str) -> None:
+            row = _failed(jobs[i].path, reason, time.perf_counter())
+            if i in started_at:
+                row.wall_s = max(0.0, time.monotonic() - started_at[i])
+            finish(i, row, False)
+
+        try:
+            while pending or running:
+                while pending and len(running) < in_flight_max:
+                    i = pending.pop()
+                    ref = task.remote(i, jobs[i].path, out_root, settings, jobs[i].out_subdir,
+                                      overwrite, cwd, start_log)
+                    running[ref] = i
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=0.2)
+                try:
+                    for i in ray.get(start_log.drain.remote(), timeout=10):
+                        started_at.setdefault(i, time.monotonic())
+                except GetTimeoutError:
+                    pass
+                for ref in ready:
+                    i = running.pop(ref)
+                    try:
+                        row, skipped = ray.get(ref)
+                    except RayTaskError as exc:            # a Python exception inside the job
+                        cause = getattr(exc, "cause", None)
+                        if isinstance(cause, (SetupError, UsageError)):
+                            raise cause from None
+                        fail(i, " ".join(str(cause or exc).split())[:300])
+                        continue
+                    except TaskCancelledError:
+                        fail(i, "cancelled")
+                        continue
+                    except RayError as exc:               # the worker (or its node) died
+                        fail(i, _died_reason(exc))
+                        continue
+                    finish(i, row, skipped)
+                if timeout is not None:
+                    now = time.monotonic()
+                    for ref, i in list(running.items()):
+                        if i in started_at and now - started_at[i] > timeout:
+                            ray.cancel(ref, force=True)     # kills the worker process
+                            del running[ref]
+                            fail(i, f"timed out after {timeout:g} s")
+        except BaseException:
+            for ref in running:
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:
+                    pass
+            raise
+        return results
+    finally:
+        if owned:
+            ray.shutdown()
