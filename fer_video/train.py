@@ -165,14 +165,18 @@ def _initial_model(args: TrainArgs, config: ModelConfig, device: torch.device) -
             raise SetupError(str(exc)) from None
     elif args.weights != "none":
         src, src_cfg = load_checkpoint(args.weights)
-        if src_cfg.stem != config.stem:
-            raise UsageError(f"--weights {args.weights} has stem {src_cfg.stem!r}, this run {config.stem!r}")
-        model.backbone.load_state_dict(src.backbone.state_dict())
-        info.update(source_classes=src_cfg.classes, source_sha256=file_sha256(checkpoint_paths(args.weights)[0]),
+        # The stems differ only in the max-pool (no weights), so a backbone moves between them;
+        # anything else that does not fit is a usage error, not a traceback.
+        try:
+            model.backbone.load_state_dict(src.backbone.state_dict())
+        except RuntimeError:
+            raise UsageError(f"--weights {args.weights}: its backbone ({src_cfg.architecture}, stem "
+                             f"{src_cfg.stem!r}) does not fit this run's (stem {config.stem!r})") from None
+        info.update(source_stem=src_cfg.stem, source_classes=src_cfg.classes, source_sha256=file_sha256(checkpoint_paths(args.weights)[0]),
                     source_data=src_cfg.data.get("source"))
         # Same classes and head: keep the head too (continued training / fine-tuning on similar labels).
         if src_cfg.classes == config.classes and src_cfg.head == config.head \
-                and src_cfg.input_size == config.input_size:
+                and src_cfg.input_size == config.input_size and src_cfg.stem == config.stem:
             model.head.load_state_dict(src.head.state_dict())
             info["head"] = "kept"
         else:
