@@ -147,22 +147,68 @@ class _Prefetch:
         self._thread.join(timeout=5)
 
 
+class _Inline:
+    """Stands in for a thread pool and runs each call at once: a one-core worker gains
+    nothing from threads, and saves their hand-offs."""
+
+    def submit(self, fn, *args):
+        from concurrent.futures import Future
+
+        fut: Future = Future()
+        try:
+            fut.set_result(fn(*args))
+        except BaseException as exc:       # raised where the result is taken, as with a pool
+            fut.set_exception(exc)
+        return fut
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
+
+
+class _NoPrefetch:
+    """``_Prefetch``'s interface, decoding in the caller's thread (one-core workers)."""
+
+    def __init__(self, iterable):
+        self._it = iter(iterable)
+        self.busy_s = 0.0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        t0 = time.perf_counter()
+        try:
+            return next(self._it)
+        finally:
+            self.busy_s += time.perf_counter() - t0
+
+    def close(self) -> None:
+        close = getattr(self._it, "close", None)
+        if close is not None:
+            close()
+
+
+# One-core batch worker (see use_one_core): every stage runs in the calling thread.
+ONE_CORE = False
+
 # Per-process cap on detection threads; batch workers (``--jobs N > 1``) set it to 1 so N
 # processes do not oversubscribe the cores. None: decided by ``_detect_workers``.
 DETECT_THREADS_CAP: int | None = None
 
 
 def use_one_core() -> None:
-    """Make this process a one-core batch worker (--jobs N > 1, a Ray task): one torch
-    thread, one face-detection thread, one FFmpeg decoding thread. Several such workers
-    keep the cores busy without oversubscribing them."""
+    """Make this process a one-core batch worker (--jobs N > 1, a Ray task): decoding,
+    detection and classification run in the calling thread, one after the other, with one
+    torch thread and one FFmpeg decoding thread. Several such workers keep the cores busy
+    without oversubscribing them, and without the threads' hand-offs."""
     import torch
 
     from . import decode
 
-    global DETECT_THREADS_CAP
+    global DETECT_THREADS_CAP, ONE_CORE
     torch.set_num_threads(1)
     DETECT_THREADS_CAP = 1
+    ONE_CORE = True
     decode.DECODE_THREADS = 1
 
 
@@ -274,7 +320,8 @@ def analyze_video(path: str | os.PathLike, settings: Settings, *, detector, clas
     # thread on CPU): first it loads the classifier's weights, then it takes batches of crops.
     from concurrent.futures import ThreadPoolExecutor
 
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fer-video-classify")
+    pool = _Inline() if ONE_CORE else ThreadPoolExecutor(max_workers=1,
+                                                         thread_name_prefix="fer-video-classify")
     inflight: list = []            # [(metas, future)], oldest first; at most a few
     worker_s = [0.0]
 
@@ -304,7 +351,8 @@ def analyze_video(path: str | os.PathLike, settings: Settings, *, detector, clas
     # Detection of consecutive batches runs in a few threads (each torch op single-threaded
     # on CPU); results are consumed strictly in frame order, so tracking is unchanged.
     n_det = _detect_workers(getattr(classifier, "device", "cpu"))
-    det_pool = ThreadPoolExecutor(max_workers=n_det, thread_name_prefix="fer-video-detect")
+    det_pool = _Inline() if ONE_CORE else ThreadPoolExecutor(max_workers=n_det,
+                                                             thread_name_prefix="fer-video-detect")
     det_inflight: list = []        # [(frames, future)], oldest first
     det_s = [0.0]
 
@@ -342,8 +390,8 @@ def analyze_video(path: str | os.PathLike, settings: Settings, *, detector, clas
 
     if callable(getattr(classifier, "load", None)):
         pool.submit(classifier.load)           # weights load while the first frames decode
-    frames = _Prefetch(sample_frames(path, fps=settings.fps, start=settings.start, end=settings.end,
-                                     info=info), depth=settings.batch_size)
+    sampled = sample_frames(path, fps=settings.fps, start=settings.start, end=settings.end, info=info)
+    frames = _NoPrefetch(sampled) if ONE_CORE else _Prefetch(sampled, depth=settings.batch_size)
     batch: list = []
     finished = False
     try:
