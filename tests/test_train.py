@@ -199,3 +199,20 @@ def test_fine_tune_from_our_checkpoint_keeps_the_frozen_backbone(ckplus, tmp_pat
     for (k, a), (_, b) in zip(src.backbone.state_dict().items(), tuned.backbone.state_dict().items()):
         assert torch.equal(a, b), k
     assert not torch.equal(src.head.fc.weight[:1, :5], tuned.head.fc.weight[:1, :5])
+
+
+def test_backbone_moves_from_the_imagenet_stem_to_the_small_stem(tmp_path):
+    """The stems differ only in the (weightless) stem max-pool: an imagenet-stem checkpoint
+    starts a small-stem run with the same backbone weights and a new head (other grid)."""
+    from fer_video.train import _initial_model
+
+    classes = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+    torch.manual_seed(4)
+    src_cfg = ModelConfig(classes=classes, stem="imagenet")
+    src = build_model(src_cfg.to_json()).eval()
+    save_checkpoint(src, src_cfg, tmp_path / "pre")
+    args = TrainArgs(data="x", out=str(tmp_path / "o"), weights=str(tmp_path / "pre.safetensors"))
+    model, info = _initial_model(args, ModelConfig(classes=classes, stem="small"), torch.device("cpu"))
+    assert info["source_stem"] == "imagenet" and info["head"] == "new"
+    for (k, a), (_, b) in zip(src.backbone.state_dict().items(), model.backbone.state_dict().items()):
+        assert torch.equal(a, b), k
