@@ -131,6 +131,19 @@ def _died_reason(exc: BaseException) -> str:
     return f"worker process died ({type(exc).__name__})"
 
 
+def task_resources(cluster: dict, device: str, gpus_per_task: Optional[float]) -> tuple[float, int]:
+    """(GPUs each task asks for, tasks the cluster can run at once) from
+    ``ray.cluster_resources()``: one CPU per task, and a share of a GPU when there are GPUs
+    and the device is not forced to the CPU."""
+    cpus = max(1, int(cluster.get("CPU", 1)))
+    gpus = float(cluster.get("GPU", 0))
+    per_gpu = 0.0
+    if gpus > 0 and device != "cpu":
+        per_gpu = DEFAULT_GPUS_PER_TASK if gpus_per_task is None else float(gpus_per_task)
+    slots = cpus if per_gpu <= 0 else min(cpus, max(1, int(gpus / per_gpu + 1e-9)))
+    return per_gpu, slots
+
+
 def run_ray(jobs: Sequence, out_root: str | os.PathLike, settings: Settings, *,
             address: Optional[str] = None, max_in_flight: Optional[int] = None,
             gpus_per_task: Optional[float] = None, overwrite: bool = False,
@@ -153,14 +166,7 @@ def run_ray(jobs: Sequence, out_root: str | os.PathLike, settings: Settings, *,
         return results
     owned = _init(ray, address)
     try:
-        resources = ray.cluster_resources()
-        cpus = max(1, int(resources.get("CPU", 1)))
-        gpus = float(resources.get("GPU", 0))
-        per_gpu = (DEFAULT_GPUS_PER_TASK if gpus_per_task is None else float(gpus_per_task)) \
-            if gpus > 0 else 0.0
-        if settings.device == "cpu":
-            per_gpu = 0.0
-        slots = cpus if per_gpu <= 0 else min(cpus, max(1, int(gpus / per_gpu)))
+        per_gpu, slots = task_resources(ray.cluster_resources(), settings.device, gpus_per_task)
         in_flight_max = max(1, min(n, int(max_in_flight) if max_in_flight else slots))
 
         task = ray.remote(num_cpus=1, num_gpus=per_gpu, max_retries=0, max_calls=0)(_ray_task)

@@ -153,3 +153,17 @@ def test_ray_options_without_ray_executor_are_usage_errors(folder, capsys):
     assert main(["analyze", str(folder), "--address", "auto"]) == 2
     assert "--executor ray" in capsys.readouterr().err
     assert main(["analyze", str(folder), "--executor", "ray", "--gpus-per-task", "2"]) == 2
+
+
+@pytest.mark.parametrize("cluster, device, per_task, expect", [
+    ({"CPU": 16.0}, "auto", None, (0.0, 16)),                      # no GPU: one task per CPU
+    ({"CPU": 16.0, "GPU": 1.0}, "auto", None, (0.25, 4)),           # 4 tasks share the GPU
+    ({"CPU": 16.0, "GPU": 2.0}, "cuda", 0.5, (0.5, 4)),
+    ({"CPU": 2.0, "GPU": 1.0}, "auto", None, (0.25, 2)),            # CPUs bound it
+    ({"CPU": 16.0, "GPU": 1.0}, "cpu", None, (0.0, 16)),            # --device cpu: no GPU asked
+    ({"CPU": 16.0, "GPU": 1.0}, "auto", 0.0, (0.0, 16)),            # --gpus-per-task 0
+])
+def test_ray_tasks_ask_for_a_gpu_share_only_when_the_cluster_has_gpus(cluster, device, per_task, expect):
+    from fer_video.ray_executor import task_resources
+
+    assert task_resources(cluster, device, per_task) == expect
