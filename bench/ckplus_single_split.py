@@ -5,7 +5,10 @@ from a pretrained checkpoint and from scratch. The epoch is picked on a grouped 
 carve of the training part; the test part is scored once at the end.
 
     python bench/ckplus_single_split.py --weights fer_video/models/fer2013_resnet50.safetensors \
-        [--epochs 15] [--out runs/ckplus_single]
+        [--epochs 15] [--out runs/ckplus_single] [--head seed|linear] [--arms pretrained scratch]
+
+Both arms use the stem of the --weights checkpoint, and --head (default: seed, the founding
+note's head; linear: global average pool + one linear layer).
 """
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ def main() -> int:
     ap.add_argument("--freeze-epochs", type=int, default=2)
     ap.add_argument("--out", default="runs/ckplus_single")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--head", choices=("seed", "linear"), default="seed")
+    ap.add_argument("--arms", nargs="*", choices=("pretrained", "scratch"), default=["pretrained", "scratch"])
     ap.add_argument("--shared", default=os.environ.get("FER_VIDEO_SHARED", str(REPO.parent / "shared")))
     a = ap.parse_args()
     import numpy as np
@@ -41,10 +46,14 @@ def main() -> int:
     keep, val = grouped_split(tr.groups, tr.labels, 0.1, a.seed + 1)
     print(f"split by subject: train {len(train_idx)} images ({len(np.unique(tr.groups))} subjects; "
           f"{len(keep)} fit + {len(val)} validation), test {len(test_idx)} ({len(np.unique(test.groups))} subjects)")
+    stem = load_checkpoint(a.weights)[1].stem
+    print(f"head {a.head}, stem {stem}")
     for arm, weights, freeze in (("pretrained", a.weights, a.freeze_epochs), ("scratch", "none", 0)):
+        if arm not in a.arms:
+            continue
         out = Path(a.out) / arm
         args = TrainArgs(data=str(data.source), out=str(out), weights=weights, epochs=a.epochs, batch_size=32,
-                         lr=1e-3, freeze_epochs=freeze, seed=a.seed, log_every=0,
+                         lr=1e-3, freeze_epochs=freeze, seed=a.seed, log_every=0, head=a.head, stem=stem,
                          resume=(out / "train_state.pt").is_file())
         best = train(args, tr.subset(keep), tr.subset(val))
         model, cfg = load_checkpoint(out / "best")
