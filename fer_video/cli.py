@@ -165,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "same reports (needs pip install 'fer-video[ray]'). Default: local")
     g.add_argument("--address", default=None, metavar="ADDR",
                    help="Ray cluster to use, as ray.init takes it: 'auto' for the running cluster, "
-                        "HOST:PORT, or ray://HOST:PORT. Default: start a local one for this run")
+                        "HOST:PORT, or ray://HOST:PORT. Default: $RAY_ADDRESS if set, else a new local "
+                        "instance for this run")
     g.add_argument("--gpus-per-task", type=_gpu_fraction, default=None, metavar="F",
                    help="GPUs each Ray task requests when the cluster has GPUs (default: 0.25, "
                         "four inputs share a GPU; 0: CPU only)")

@@ -106,8 +106,10 @@ def _init(ray, address: Optional[str]) -> bool:
     if ray.is_initialized():
         return False
     env = {k: v for k, v in os.environ.items() if k.startswith("FER_VIDEO_")}
-    # "local" starts a new instance; plain ray.init() would join whatever cluster
-    # /tmp/ray/ray_current_cluster names, and wait for ever if that one is gone.
+    # As Ray does, RAY_ADDRESS stands in for a missing --address. Otherwise "local" starts a
+    # new instance: plain ray.init() would join whatever cluster /tmp/ray/ray_current_cluster
+    # names, and wait for ever if that one is gone.
+    address = address or os.environ.get("RAY_ADDRESS") or None
     kwargs = dict(address=address or "local", include_dashboard=False, log_to_driver=False,
                   logging_level=logging.ERROR, configure_logging=True)
     if env:
@@ -151,8 +153,9 @@ def run_ray(jobs: Sequence, out_root: str | os.PathLike, settings: Settings, *,
             on_done: Optional[Callable[[int, object, bool], None]] = None) -> list:
     """Run every job as a Ray task; return ``[(SummaryRow, skipped)]`` in input order.
 
-    ``address``: as ``ray.init`` takes it (``"auto"``: the running cluster; ``None``: start a
-    new local one for this call, stopped at the end; never an existing one). ``on_done(index, row, skipped)`` runs in the
+    ``address``: as ``ray.init`` takes it (``"auto"``: the running cluster; ``None``: the
+    ``RAY_ADDRESS`` environment variable if set, else a new local instance for this call,
+    stopped at the end, never an existing one). ``on_done(index, row, skipped)`` runs in the
     driver as each job finishes. Set-up/usage errors raised by a job propagate.
     """
     ray = import_ray()

@@ -82,9 +82,11 @@ def ray_head(tmp_path_factory):
 
 @pytest.mark.slow
 def test_ray_local_cluster_gives_the_same_reports_as_jobs_1(folder, serial_reports,
-                                                            settings_for, tmp_path):
+                                                            settings_for, tmp_path, monkeypatch):
     """No --address: the run starts a local Ray instance (ray.init) and stops it at the end."""
     import ray
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
 
     out = tmp_path / "ray"
     assert run_batch([folder], settings_for(fps=2.0), out_root=out, quiet=True,
