@@ -163,22 +163,19 @@ def run_batch(paths: Sequence[str | os.PathLike], settings: Settings, *,
                 + (f" ({row.dominant})" if row.dominant else "") + f" in {_fmt_s(row.wall_s)}")
             err.print(f"[{i}/{n}] {row.input}: {what} -> {out_root / row.report}", markup=False)
 
+    runner = None
     if executor == "ray":
         from .ray_executor import run_ray
 
         def runner(todo, out_root, settings, **kw):
             return run_ray(todo, out_root, settings, address=address, gpus_per_task=gpus_per_task,
                            max_in_flight=max_in_flight, **kw)
-
-        return _run_parallel(runner, todo, out_root, settings, timeout=timeout,
-                             overwrite=overwrite, is_batch=is_batch, quiet=quiet,
-                             show_bars=show_bars, err=err, out=out, note=note)
-    if workers > 1 or timeout is not None:
+    elif workers > 1 or timeout is not None:
         from .executors import run_parallel
 
         def runner(todo, out_root, settings, **kw):
             return run_parallel(todo, out_root, settings, workers=workers, **kw)
-
+    if runner is not None:
         return _run_parallel(runner, todo, out_root, settings, timeout=timeout,
                              overwrite=overwrite, is_batch=is_batch, quiet=quiet,
                              show_bars=show_bars, err=err, out=out, note=note)

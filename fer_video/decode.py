@@ -33,12 +33,12 @@ _EXIF_ROTATION = {1: 0, 2: 0, 3: 180, 4: 180, 5: 90, 6: 90, 7: 270, 8: 270}
 _EPS = 1e-6          # seconds: float slack when comparing frame times with sampling targets
 
 
-# ----------------------------------------------------------------------------- probe
-
-
 # FFmpeg decoding threads per stream: 0 lets FFmpeg pick (one per core). Batch workers
 # (--jobs N > 1, Ray tasks) set 1: N processes already keep the cores busy.
 DECODE_THREADS: int = 0
+
+
+# ----------------------------------------------------------------------------- probe
 
 def probe(path) -> VideoInfo:
     """Check that ``path`` is a readable video (or still image) and describe it.
