@@ -216,3 +216,53 @@ def test_backbone_moves_from_the_imagenet_stem_to_the_small_stem(tmp_path):
     assert info["source_stem"] == "imagenet" and info["head"] == "new"
     for (k, a), (_, b) in zip(src.backbone.state_dict().items(), model.backbone.state_dict().items()):
         assert torch.equal(a, b), k
+
+
+# Kaggle's published coding of fer2013.csv's `emotion` column (written out here on its own,
+# not taken from the loader, so a wrong mapping in the loader fails this test).
+KAGGLE_CODES = {0: "angry", 1: "disgust", 2: "fear", 3: "happy", 4: "sad", 5: "surprise", 6: "neutral"}
+
+
+def _write_kaggle_csv(path: Path, rows: list[tuple[int, np.ndarray, str]]) -> None:
+    lines = ["emotion,pixels,Usage"]
+    lines += [f"{code},{' '.join(map(str, img.ravel()))},{usage}" for code, img, usage in rows]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_kaggle_csv_maps_its_emotion_codes_and_flags_test_images_seen_in_train(shared_dir, tmp_path):
+    fer = shared_dir / "datasets" / "fer2013"
+    if not (fer / "train.npz").is_file():
+        missing_shared(f"FER2013 not found at {fer}")
+    train_npz, test_npz = load_dataset(fer, "train"), load_dataset(fer, "test")
+    code_of = {name: code for code, name in KAGGLE_CODES.items()}
+    # two real images of every class from each split; the first test image repeats a train image
+    # (the picked test images are not in train at all, by the npz's own flag)
+    pick = lambda d, ok: [i for c in range(7) for i in np.flatnonzero((d.labels == c) & ok)[:2]]
+    tr = pick(train_npz, np.ones(len(train_npz), bool))
+    te = pick(test_npz, ~test_npz.extra["in_train"].astype(bool))
+    rows = [(code_of[train_npz.classes[train_npz.labels[i]]], train_npz.images[i], "Training") for i in tr]
+    rows.append((code_of["sad"], train_npz.images[tr[0]], "PublicTest"))
+    rows += [(code_of[test_npz.classes[test_npz.labels[i]]], test_npz.images[i], "PrivateTest") for i in te]
+    _write_kaggle_csv(tmp_path / "fer2013.csv", rows)
+
+    train_csv = load_dataset(tmp_path, "train")
+    assert train_csv.classes == train_npz.classes
+    assert np.array_equal(train_csv.images, train_npz.images[tr])
+    assert [train_csv.classes[l] for l in train_csv.labels] == [train_npz.classes[l] for l in train_npz.labels[tr]]
+    test_csv = load_dataset(tmp_path / "fer2013.csv", "test")
+    assert len(test_csv) == len(te) + 1
+    assert test_csv.classes[test_csv.labels[0]] == "sad"
+    assert [test_csv.classes[l] for l in test_csv.labels[1:]] == [test_npz.classes[l] for l in test_npz.labels[te]]
+    # only the repeated image is flagged as seen in train
+    assert test_csv.extra["in_train"].tolist() == [True] + [False] * len(te)
+
+
+@pytest.mark.parametrize("bad_row,message", [("7,{px},Training", "emotion '7'"),
+                                             ("3,1 2 3,Training", "3 pixels")])
+def test_bad_kaggle_csv_row_gives_a_one_line_error(tmp_path, bad_row, message):
+    px = " ".join(["128"] * 48 * 48)
+    (tmp_path / "fer2013.csv").write_text(f"emotion,pixels,Usage\n3,{px},Training\n{bad_row.format(px=px)}\n")
+    r = _cli("train", "--data", str(tmp_path / "fer2013.csv"), "--out", str(tmp_path / "run"), "--epochs", "1")
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert message in r.stderr and "line 3" in r.stderr
