@@ -3,6 +3,9 @@
 subject (never by image), 7 classes with contempt. The same recipe is run twice: fine-tuned
 from a pretrained checkpoint and from scratch. The epoch is picked on a grouped validation
 carve of the training part; the test part is scored once at the end.
+The seed's 768 + 218 = 986 images do not exist in CK+48 (981), and whole subjects cannot
+hit exact counts: the split keeps the seed's test share (218/981 of the images, by subject),
+which gives 762 / 219 with --seed 0.
 
     python bench/ckplus_single_split.py --weights fer_video/models/fer2013_resnet50.safetensors \
         [--epochs 15] [--out runs/ckplus_single] [--head seed|linear] [--arms pretrained scratch]
