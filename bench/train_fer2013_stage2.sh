@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED="${FER_VIDEO_SHARED:-$(cd .. && pwd)/shared}"
-PREV="${1:?the previous stage's run directory (bench/train_fer2013.sh, or a stage-2 run)}"
+PREV="${1:?run directory of the previous stage (bench/train_fer2013.sh, or a stage-2 run)}"
 RUN="${2:-runs/fer2013_r50s}"
 EPOCHS="${3:-20}"
 LR="${4:-1e-3}"
