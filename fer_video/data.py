@@ -25,6 +25,7 @@ FER2013_CLASSES = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surpr
 # The Kaggle fer2013.csv codes its `emotion` column in its own order
 # (0=Angry, 1=Disgust, 2=Fear, 3=Happy, 4=Sad, 5=Surprise, 6=Neutral), not ours.
 KAGGLE_EMOTION_CODES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+_KAGGLE_TO_LABEL = {str(code): FER2013_CLASSES.index(name) for code, name in enumerate(KAGGLE_EMOTION_CODES)}
 
 # Folder/label spellings seen in public FER datasets -> the names our models use.
 CANONICAL = {
@@ -126,12 +127,12 @@ def _load_kaggle_csv(path: Path, split: str) -> FaceDataset:
             if row["Usage"] not in usages:
                 continue
             code, px = row["emotion"].strip(), row["pixels"].split()
-            if code not in {"0", "1", "2", "3", "4", "5", "6"}:
+            if code not in _KAGGLE_TO_LABEL:
                 raise ValueError(f"line {line}: emotion {code!r} is not a code 0-6")
             if len(px) != 48 * 48:
                 raise ValueError(f"line {line}: {len(px)} pixels, expected 48x48 = 2304")
             images.append(np.array(px, dtype=np.uint8).reshape(48, 48))
-            labels.append(FER2013_CLASSES.index(KAGGLE_EMOTION_CODES[int(code)]))
+            labels.append(_KAGGLE_TO_LABEL[code])
     if not images:
         raise ValueError(f"no rows for split {split!r}")
     images_a = np.stack(images)
