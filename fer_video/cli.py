@@ -47,7 +47,8 @@ outputs (under --out, default reports/):
   <stem>/<stem>.html         a self-contained report page
   summary.csv, index.html    for a folder: one row / link per input
   inputs inside sub-folders keep their relative path under --out, so equal names never collide.
-  Rerunning skips inputs whose report is complete (use --overwrite to redo them).
+  Rerunning skips inputs whose report is complete and was made with the same settings and
+  model (use --overwrite to redo them).
 
 {EXIT_CODES}"""
 

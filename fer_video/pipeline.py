@@ -11,6 +11,7 @@ never raises for a bad input — it returns a ``SummaryRow`` with ``status="fail
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -562,13 +563,39 @@ def dominant_text(faces) -> str:
     return ";".join(f"{i}:{e}" for i, e in sorted(pairs))
 
 
-def _row_from_json(input_path: str, json_path: Path, report_rel: str):
-    """The summary row of a complete report, or ValueError if it is not for this input file."""
+# Settings that only change speed, not the report's numbers; the model is compared by hash.
+_NOT_IN_RESULT = {"device", "batch_size", "classify_batch_size", "model"}
+
+
+@functools.lru_cache(maxsize=8)
+def _model_sha256(path: str, size: int, mtime_ns: int) -> str:
+    from .checkpoint import file_sha256
+
+    return file_sha256(path)
+
+
+def _made_with(obj: dict, settings: Settings) -> bool:
+    """Whether a report's JSON was made with these settings and this model's weights."""
+    now = {**settings.to_json(), "sample_step_s": obj["settings"].get("sample_step_s")}
+    if any(obj["settings"].get(k) != v for k, v in now.items() if k not in _NOT_IN_RESULT):
+        return False
+    from .checkpoint import checkpoint_paths
+
+    weights = checkpoint_paths(settings.model_path())[0]
+    st = weights.stat()
+    return obj["model"].get("sha256") == _model_sha256(str(weights.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def _row_from_json(input_path: str, json_path: Path, report_rel: str, settings: Settings):
+    """The summary row of a complete report, or ValueError if it is not for this input file,
+    these settings and this model."""
     from .report import SummaryRow
 
     obj = json.loads(json_path.read_text(encoding="utf-8"))
     if int(obj["input"]["size_bytes"]) != os.path.getsize(input_path):
         raise ValueError("the input file changed since its report was written")
+    if not _made_with(obj, settings):
+        raise ValueError("the report was made with other settings or another model")
     faces = obj["faces"]
     return SummaryRow(input=input_path, status="ok", reason="",
                       duration_s=float(obj["input"]["duration_s"]), n_faces=len(faces),
@@ -597,9 +624,9 @@ def job(input_path: str | os.PathLike, out_root: str | os.PathLike, settings: Se
     report_rel = Path(sub, paths["html"].name).as_posix()
     if not overwrite and is_complete(out_dir, stem):
         try:
-            return _row_from_json(input_path, paths["json"], report_rel), True
-        except (OSError, ValueError, TypeError, KeyError):
-            pass   # unreadable, or the input changed: analyse again
+            return _row_from_json(input_path, paths["json"], report_rel, settings), True
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            pass   # unreadable, or the input, settings or model changed: analyse again
     t0 = time.perf_counter()
     try:
         detector, classifier = load_models(settings)

@@ -188,6 +188,17 @@ def test_run_video_job_skips_complete_and_is_picklable(samples, settings_for, tm
     assert json_path.stat().st_mtime_ns == before
     redo, skipped = job(samples / "pyfeat_single_face.mp4", tmp_path, settings, overwrite=True)
     assert not skipped and json_path.stat().st_mtime_ns != before
+    # a report made with other result settings, or another model, is redone, not reused
+    _, skipped = job(samples / "pyfeat_single_face.mp4", tmp_path, settings_for(fps=3.0))
+    assert not skipped
+    assert json.loads(json_path.read_text())["settings"]["fps"] == 3.0
+    _, skipped = job(samples / "pyfeat_single_face.mp4", tmp_path, settings_for(fps=3.0, batch_size=4))
+    assert skipped   # batch sizes change speed, not results
+    obj = json.loads(json_path.read_text())
+    obj["model"]["sha256"] = "0" * 64
+    json_path.write_text(json.dumps(obj))
+    _, skipped = job(samples / "pyfeat_single_face.mp4", tmp_path, settings_for(fps=3.0))
+    assert not skipped and json.loads(json_path.read_text())["model"]["sha256"] != "0" * 64
     # another file under the same name is analysed again, not skipped
     other = tmp_path / "in" / "pyfeat_single_face.mp4"
     other.parent.mkdir()
