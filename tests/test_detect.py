@@ -213,30 +213,29 @@ def test_max_pool_matches_torch():
         assert torch.equal(_max_pool_2x2_ceil(x), torch.nn.functional.max_pool2d(x, 2, 2, ceil_mode=True))
 
 
+def _random_boxes(n, seed, span, max_size, groups):
+    """n overlapping boxes in a span x span area, with scores and group indices, reproducibly."""
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g) * span
+    wh = torch.rand(n, 2, generator=g) * max_size + 5
+    boxes = torch.cat([xy, xy + wh], dim=1)
+    return boxes, torch.rand(n, generator=g), torch.randint(0, groups, (n,), generator=g)
+
+
 def test_nms_matches_torchvision():
     import torch
     from torchvision.ops import batched_nms
     from fer_video.detect import _batched_nms
-    g = torch.Generator().manual_seed(0)
-    xy = torch.rand(400, 2, generator=g) * 200
-    wh = torch.rand(400, 2, generator=g) * 40 + 5
-    boxes = torch.cat([xy, xy + wh], dim=1)
-    scores = torch.rand(400, generator=g)
-    inds = torch.randint(0, 3, (400,), generator=g)
+    boxes, scores, inds = _random_boxes(400, seed=0, span=200, max_size=40, groups=3)
     for thr in (0.3, 0.5, 0.7):
         assert torch.equal(_batched_nms(boxes, scores, inds, thr), batched_nms(boxes, scores, inds, thr))
 
 
 def test_min_nms_matches_facenet_pytorch():
-    import torch
     from facenet_pytorch.models.utils.detect_face import batched_nms_numpy
     from fer_video.detect import _batched_nms
-    g = torch.Generator().manual_seed(1)
-    xy = torch.rand(200, 2, generator=g) * 150
-    wh = torch.rand(200, 2, generator=g) * 50 + 5
-    boxes = torch.cat([xy, xy + wh], dim=1)
-    scores = torch.rand(200, generator=g)
-    inds = torch.randint(0, 2, (200,), generator=g)
+    boxes, scores, inds = _random_boxes(200, seed=1, span=150, max_size=50, groups=2)
     ours = _batched_nms(boxes, scores, inds, 0.7, mode="min")
     theirs = batched_nms_numpy(boxes, scores, inds, 0.7, "Min")
     assert sorted(ours.tolist()) == sorted(theirs.tolist())
