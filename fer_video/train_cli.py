@@ -15,8 +15,9 @@ TRAIN_EPILOG = """examples:
 
 DATASET: a folder with one sub-folder per class (optional MANIFEST.csv with a `subject`
 column for grouped splits), a folder with FER2013 train.npz/test.npz, or Kaggle's fer2013.csv.
-The best epoch is chosen on a validation split carved from the training data (grouped by
-subject, or by duplicate image), never on a test split.
+The best epoch has the highest validation accuracy (ties: the lower validation loss), on a
+validation split carved from the training data (grouped by subject, or by duplicate image),
+never on a test split.
 """
 
 EVAL_EPILOG = """examples:

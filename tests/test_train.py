@@ -67,6 +67,28 @@ def test_loss_falls_in_one_short_epoch(ckplus, tmp_path):
     saved = json.loads((run / "best.json").read_text())
     assert saved["classes"] == subset.classes and saved["input_size"] == 48
     assert saved["recipe"]["epochs"] == 1 and "val_acc" in saved["metrics"]
+    # The validation loss recorded is the plain mean -log p(true class) of the saved weights.
+    val = subset.subset(np.arange(8))
+    model, cfg = load_checkpoint(run / "best")   # afresh: _batch_loss ran it in train mode
+    probs = predict_probs(model, val.images, cfg, torch.device("cpu"))
+    expected = float(F.nll_loss(torch.log(torch.as_tensor(probs)), torch.as_tensor(val.labels)))
+    assert saved["metrics"]["val_loss"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_best_epoch_ties_on_accuracy_go_to_the_lower_loss():
+    from fer_video.train import _is_better
+    best = {"epoch": 2, "val_acc": 1.0, "val_loss": 0.40, "train_loss": 0.9}
+    assert _is_better({"epoch": 8, "val_acc": 1.0, "val_loss": 0.15, "train_loss": 0.5}, best)
+    assert not _is_better({"epoch": 8, "val_acc": 1.0, "val_loss": 0.55, "train_loss": 0.5}, best)
+    # Accuracy comes first: a lower loss never beats a higher accuracy.
+    assert not _is_better({"epoch": 9, "val_acc": 0.97, "val_loss": 0.01, "train_loss": 0.1}, best)
+    assert _is_better({"epoch": 9, "val_acc": 0.99, "val_loss": 0.01, "train_loss": 0.1},
+                      {"epoch": 3, "val_acc": 0.98, "val_loss": 0.90, "train_loss": 0.1})
+    # A best epoch saved before losses were recorded (a resumed old run) loses a tie.
+    assert _is_better({"epoch": 5, "val_acc": 0.9, "val_loss": 2.0, "train_loss": 1.0},
+                      {"epoch": 4, "val_acc": 0.9, "train_loss": 1.0})
+    # No validation split: the lower training loss.
+    assert _is_better({"epoch": 2, "train_loss": 0.5}, {"epoch": 1, "train_loss": 0.7})
 
 
 def test_resume_continues_an_interrupted_run(ckplus, tmp_path):
