@@ -16,7 +16,16 @@ setup: $(STAMP)
 # torch/torchvision: these releases lie on this machine's disk (pip finds them there).
 # facenet-pytorch 2.6.0 pins torch<2.3: install it without its pins (its real needs are in
 # pyproject.toml).
+# torch's CUDA build alone is about 5.6 GB in the venv: check the disk first, so that a full disk
+# gives one clear line instead of pip's OSError halfway through.
+NEED_MB := 8000
+
 $(STAMP): pyproject.toml Makefile
+	@$(PY) -c 'import torch' 2>/dev/null || { \
+	  free_mb=$$(df -Pm . | awk 'NR==2 {print $$4}'); \
+	  if [ "$$free_mb" -lt $(NEED_MB) ]; then \
+	    echo "fer-video setup: needs about $(NEED_MB) MB of free disk for torch and the rest; $$free_mb MB free here" >&2; \
+	    exit 1; fi; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet torch==2.14.1 torchvision==0.29.1
 	$(PIP) install --quiet --no-deps facenet-pytorch==2.6.0
