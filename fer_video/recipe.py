@@ -28,4 +28,5 @@ class TrainArgs:
     amp: bool = True                 # bf16 autocast on CPU, fp16/bf16 on CUDA
     max_images: int = 0              # cap on training images (smoke tests); 0 = all
     log_every: int = 50              # steps between progress lines
+    keep_epochs: bool = False        # also keep every epoch's weights (epoch_NNN.*), for averaging
     classes: list[str] = field(default_factory=list)   # restrict/ordering; empty = dataset's

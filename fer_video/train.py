@@ -1,10 +1,11 @@
 """Fine-tuning (or training from scratch) of the ResNet50 emotion classifier.
 
 One run directory holds everything: ``train.log`` (human log), ``metrics.jsonl`` (one JSON
-line per epoch), ``last.*`` and ``best.*`` checkpoints (safetensors + JSON config) and
-``train_state.pt`` (optimizer, schedule and RNG state for ``--resume``). The best epoch is
-picked on a validation split carved from the training data — never on a test split: highest
-accuracy, ties broken by the lower loss (``_selection_key``).
+line per epoch), ``last.*`` and ``best.*`` checkpoints (safetensors + JSON config), with
+``keep_epochs`` every epoch's ``epoch_NNN.*`` too, and ``train_state.pt`` (optimizer,
+schedule and RNG state for ``--resume``). The best epoch is picked on a validation split
+carved from the training data — never on a test split: highest accuracy, ties broken by the
+lower loss (``_selection_key``).
 """
 from __future__ import annotations
 
@@ -185,6 +186,23 @@ def _initial_model(args: TrainArgs, config: ModelConfig, device: torch.device) -
     return model.to(device), info
 
 
+def _cap_train_images(train_set: FaceDataset, args: TrainArgs) -> FaceDataset:
+    if args.max_images and len(train_set) > args.max_images:
+        idx = np.random.default_rng(args.seed).permutation(len(train_set))[: args.max_images]
+        train_set = train_set.subset(np.sort(idx))
+    return train_set
+
+
+def carve_run_data(args: TrainArgs) -> tuple[FaceDataset, FaceDataset]:
+    """(training images, validation images) of a run: the grouped validation carve of the
+    dataset's train split (``val_fraction``, ``seed``), then the ``max_images`` cap. The same
+    recipe always gives the same carve, so tools that revisit a run (``average``) see exactly
+    the images it trained and selected on."""
+    full = load_dataset(args.data, "train")
+    keep, held = grouped_split(full.groups, full.labels, args.val_fraction, args.seed)
+    return _cap_train_images(full.subset(keep), args), full.subset(held)
+
+
 def _nll(probs: np.ndarray, labels: np.ndarray) -> float:
     """Mean negative log-likelihood of the true class (plain: no class weights, no smoothing)."""
     p = probs[np.arange(len(labels)), np.asarray(labels)]
@@ -229,12 +247,9 @@ def train(args: TrainArgs, train_set: FaceDataset | None = None, val_set: FaceDa
         raise UsageError(f"{run_dir} already holds a run; use --resume to continue it or another --out")
 
     if train_set is None:
-        full = load_dataset(args.data, "train")
-        keep, held = grouped_split(full.groups, full.labels, args.val_fraction, args.seed)
-        train_set, val_set = full.subset(keep), full.subset(held)
-    if args.max_images and len(train_set) > args.max_images:
-        idx = np.random.default_rng(args.seed).permutation(len(train_set))[: args.max_images]
-        train_set = train_set.subset(np.sort(idx))
+        train_set, val_set = carve_run_data(args)
+    else:
+        train_set = _cap_train_images(train_set, args)
     classes = train_set.classes
     config = ModelConfig(
         classes=list(classes), head=args.head, stem=args.stem, input_size=args.img_size,
@@ -329,6 +344,8 @@ def train(args: TrainArgs, train_set: FaceDataset | None = None, val_set: FaceDa
         history.append(record)
         config.metrics = {"epoch": epoch + 1, **{k: v for k, v in record.items() if k.startswith("val_")}}
         save_checkpoint(model, config, run_dir / "last")
+        if args.keep_epochs:   # for checkpoint averaging (fer-video average)
+            save_checkpoint(model, config, run_dir / f"epoch_{epoch + 1:03d}")
         if best is None or _is_better(record, best):
             best = {"score": _selection_key(record), **record}
             save_checkpoint(model, config, run_dir / "best")

@@ -1,9 +1,10 @@
-"""`fer-video train` and `fer-video evaluate` sub-commands (registered by fer_video.cli)."""
+"""`fer-video train`, `evaluate` and `average` sub-commands (registered by fer_video.cli)."""
 from __future__ import annotations
 
 import argparse
 import json
 from dataclasses import fields
+from pathlib import Path
 
 from .errors import EXIT_OK
 
@@ -28,6 +29,18 @@ EVAL_EPILOG = """examples:
 
 FER2013 test results print `accuracy: X` (all 7,178 test images) and `clean accuracy: X`
 (without the test images that are pixel-identical to a train image).
+"""
+
+
+AVERAGE_DESCRIPTION = """Average the weights of a run's last K epochs (kept by train --keep-epochs),
+recompute batch-norm statistics on the run's training images, and score each K on the run's
+validation carve (never a test split). Writes RUN/avg_lastK.* per K, RUN/averaged.* (the K
+with the best validation accuracy, ties: lower loss) and RUN/average.json."""
+
+AVERAGE_EPILOG = """examples:
+  fer-video train --data ../shared/datasets/fer2013 --out runs/fer2013 --epochs 40 --keep-epochs
+  fer-video average runs/fer2013 --last 5 10 20
+  fer-video evaluate --model runs/fer2013/averaged.safetensors --data ../shared/datasets/fer2013
 """
 
 
@@ -69,8 +82,6 @@ def _train_args(ns: argparse.Namespace, out: str):
 
 
 def _run_train(ns: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from .errors import UsageError
     from .train import train
 
@@ -120,8 +131,20 @@ def _run_evaluate(ns: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_average(ns: argparse.Namespace) -> int:
+    from .average import average_run
+
+    summary = average_run(ns.run, ns.last, bn_images=ns.bn_images, device=ns.device)
+    chosen, single = summary["chosen"], summary["best_single_epoch"]
+    print(f"chosen: the mean of epochs {chosen['epochs'][0]}-{chosen['epochs'][-1]} (last {chosen['last']}), "
+          f"val accuracy {chosen['val_acc']:.4f} "
+          f"(the run's best single epoch: {single.get('val_acc', float('nan')):.4f}, epoch {single.get('epoch', '?')}); "
+          f"checkpoint {Path(ns.run) / 'averaged.safetensors'}")
+    return EXIT_OK
+
+
 def register(subparsers) -> None:
-    """Add the `train` and `evaluate` sub-parsers; each sets ``func(args) -> exit code``."""
+    """Add the `train`, `evaluate` and `average` sub-parsers; each sets ``func(args) -> exit code``."""
     fmt = argparse.RawDescriptionHelpFormatter
     t = subparsers.add_parser("train", help="fine-tune (or train) the ResNet50 emotion classifier",
                               description="Train the emotion classifier; a checkpoint every epoch, resumable.",
@@ -129,7 +152,19 @@ def register(subparsers) -> None:
     _add_recipe_args(t, require_data=False)
     t.add_argument("--out", required=True, help="run directory (log, metrics, checkpoints)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    t.add_argument("--keep-epochs", action="store_true",
+                   help="also keep every epoch's weights as epoch_NNN.* (for fer-video average)")
     t.set_defaults(func=_run_train)
+
+    a = subparsers.add_parser("average", help="average the weights of a run's last epochs (checkpoint averaging)",
+                              description=AVERAGE_DESCRIPTION, epilog=AVERAGE_EPILOG, formatter_class=fmt)
+    a.add_argument("run", metavar="RUN", help="a run folder made by fer-video train --keep-epochs")
+    a.add_argument("--last", type=int, nargs="+", default=[5, 10], metavar="K",
+                   help="average the last K kept epochs; several K are compared (default: 5 10)")
+    a.add_argument("--bn-images", type=int, default=8192, metavar="N",
+                   help="training images used to recompute batch-norm statistics (default: %(default)s; 0: all)")
+    a.add_argument("--device", default="auto", help="auto | cpu | cuda (default: %(default)s)")
+    a.set_defaults(func=_run_average)
 
     e = subparsers.add_parser("evaluate", help="score a checkpoint on a labelled face set, or cross-validate",
                               description="Accuracy, macro-F1, per-class precision/recall and the confusion matrix.",
