@@ -4,7 +4,11 @@
 The test-split figures (from `fer-video evaluate ... --out RUN/eval_test`) are copied into
 the config's `metrics`, next to the validation figures that chose the epoch.
 
-    python bench/export_default_model.py RUN_DIR [--name fer2013_resnet50]
+    python bench/export_default_model.py RUN_DIR [--checkpoint best|averaged] [--name fer2013_resnet50]
+
+Test figures are read from RUN/eval_test and RUN/eval_test_tta for `best` (written by the
+training scripts), and from RUN/eval_test_NAME[_tta] for any checkpoint NAME
+(bench/average_and_score.sh writes those) when present.
 """
 from __future__ import annotations
 
@@ -20,15 +24,19 @@ sys.path.insert(0, str(REPO))
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", type=Path)
+    ap.add_argument("--checkpoint", default="best", help="which checkpoint of the run (default: best)")
     ap.add_argument("--name", default="fer2013_resnet50")
     a = ap.parse_args()
     import torch
 
     from fer_video.checkpoint import load_checkpoint, save_checkpoint
 
-    model, config = load_checkpoint(a.run / "best")
-    for sub, key in (("eval_test", "test"), ("eval_test_tta", "test_tta_flip")):
-        f = a.run / sub / "metrics.json"
+    model, config = load_checkpoint(a.run / a.checkpoint)
+    for key, subs in (("test", ("eval_test", f"eval_test_{a.checkpoint}")),
+                      ("test_tta_flip", ("eval_test_tta", f"eval_test_{a.checkpoint}_tta"))):
+        f = a.run / subs[1] / "metrics.json"
+        if not f.is_file() and a.checkpoint == "best":
+            f = a.run / subs[0] / "metrics.json"
         if f.is_file():
             m = json.loads(f.read_text())
             config.metrics[key] = {k: m[k] for k in ("accuracy", "clean_accuracy", "macro_f1", "clean_macro_f1",
