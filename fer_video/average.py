@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from .atomic import atomic_write_text
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import ModelConfig, load_checkpoint, save_checkpoint
 from .errors import UsageError
-from .recipe import TrainArgs
 from .preprocess import to_tensor
+from .recipe import TrainArgs
 from .train import (_nll, _selection_key, carve_run_data, confusion_matrix, metrics_from_confusion,
                     pick_device, predict_probs, resize_batch)
 
@@ -46,7 +46,7 @@ def run_args(run_dir: Path) -> TrainArgs:
     return TrainArgs(**{k: v for k, v in obj.items() if k in names})
 
 
-def mean_weights(paths: list[Path]) -> tuple[torch.nn.Module, object]:
+def mean_weights(paths: list[Path]) -> tuple[torch.nn.Module, ModelConfig]:
     """The network whose every floating-point tensor is the mean over ``paths`` (same config)."""
     model, config = load_checkpoint(paths[0])
     if len(paths) == 1:
@@ -66,7 +66,7 @@ def mean_weights(paths: list[Path]) -> tuple[torch.nn.Module, object]:
 
 
 @torch.no_grad()
-def recompute_bn(model: torch.nn.Module, images: np.ndarray, config, device: torch.device,
+def recompute_bn(model: torch.nn.Module, images: np.ndarray, config: ModelConfig, device: torch.device,
                  batch_size: int = 256) -> None:
     """Batch-norm running statistics from ``images`` (uint8 faces), fp32, no augmentation."""
     from torch.optim.swa_utils import update_bn
