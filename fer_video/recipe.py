@@ -1,7 +1,7 @@
 """The training recipe as a dataclass (no heavy imports: the CLI builds its options from it)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass
@@ -29,4 +29,3 @@ class TrainArgs:
     max_images: int = 0              # cap on training images (smoke tests); 0 = all
     log_every: int = 50              # steps between progress lines
     keep_epochs: bool = False        # also keep every epoch's weights (epoch_NNN.*), for averaging
-    classes: list[str] = field(default_factory=list)   # restrict/ordering; empty = dataset's

@@ -240,7 +240,7 @@ def train(args: TrainArgs, train_set: FaceDataset | None = None, val_set: FaceDa
             raise UsageError(f"--resume: no train_state.pt in {run_dir}")
         saved = json.loads(saved_args_path.read_text())
         for k in ("data", "weights", "epochs", "batch_size", "lr", "img_size", "head", "stem", "seed",
-                  "freeze_epochs", "val_fraction", "class_weighting", "max_images", "classes"):
+                  "freeze_epochs", "val_fraction", "class_weighting", "max_images"):
             if k in saved and saved[k] != getattr(args, k):
                 setattr(args, k, saved[k])   # a resumed run continues the recipe it started with
     elif state_path.exists():

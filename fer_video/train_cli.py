@@ -47,7 +47,7 @@ AVERAGE_EPILOG = """examples:
 def _add_recipe_args(p: argparse.ArgumentParser, *, require_data: bool) -> None:
     from .recipe import TrainArgs
 
-    d = {f.name: f.default for f in fields(TrainArgs) if f.name not in ("data", "out", "classes")}
+    d = {f.name: f.default for f in fields(TrainArgs) if f.name not in ("data", "out")}
     p.add_argument("--data", required=require_data, help="dataset path (see below)")
     p.add_argument("--weights", default=d["weights"],
                    help="starting weights: imagenet, none, or one of our checkpoints (default: %(default)s)")
