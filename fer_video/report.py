@@ -379,7 +379,18 @@ def _environment() -> jinja2.Environment:
             trim_blocks=True, lstrip_blocks=True)
         _env.filters["secs"] = fmt_seconds
         _env.filters["bytes"] = fmt_bytes
+        _env.globals["format_label"] = format_label
     return _env
+
+
+def format_label(container: str, path: str) -> str:
+    """The file format as the report shows it. FFmpeg names a demuxer by its whole family
+    ("mov,mp4,m4a,3gp,3g2,mj2"); the file's extension says which member it is."""
+    names = [n.strip() for n in container.split(",") if n.strip()]
+    if not names:
+        return "unknown"
+    ext = Path(path).suffix.lower().lstrip(".")
+    return (ext if ext in names else names[0]).upper()
 
 
 def fmt_seconds(v: Any) -> str:

@@ -9,8 +9,9 @@ import pytest
 
 from fer_video.records import FacePrediction, FaceSummary, Segment, VideoInfo
 from fer_video.report import (MAX_CHART_POINTS, SUMMARY_COLUMNS, SummaryRow, build_report_json,
-                              dominant_string, emotion_colors, frames_dataframe, write_frames_csv,
-                              write_html, write_index_html, write_json, write_summary_csv)
+                              dominant_string, emotion_colors, format_label, frames_dataframe,
+                              write_frames_csv, write_html, write_index_html, write_json,
+                              write_summary_csv)
 
 CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 NASTY = """/data/in & "quoted" 'clip' <img src=x onerror=alert(1)><b>bad.mp4"""
@@ -191,6 +192,22 @@ def test_html_escapes_nasty_filename(tmp_path):
     # Consistent colours: the same class has the same fill in both charts.
     happy = emotion_colors(CLASSES)["happy"]
     assert html.count(f'fill="{happy}"') >= 2
+
+
+def test_format_label_names_the_family_member():
+    mp4_family = "mov,mp4,m4a,3gp,3g2,mj2"
+    assert format_label(mp4_family, "/v/clip.mp4") == "MP4"
+    assert format_label(mp4_family, "/v/IMG_0001.MOV") == "MOV"
+    assert format_label(mp4_family, "/v/clip.bin") == "MOV"     # unknown extension: the first name
+    assert format_label("matroska,webm", "/v/a.webm") == "WEBM"
+    assert format_label("avi", "/v/a.avi") == "AVI"
+    assert format_label("image", "/v/still.png") == "IMAGE"
+    assert format_label("", "/v/x") == "unknown"
+
+
+def test_html_shows_codec_and_format(tmp_path):
+    html = render(tmp_path, faces=[summary(1)], preds=predictions(faces=(1,)))
+    assert 'title="FFmpeg demuxer: mov,mp4,m4a,3gp,3g2,mj2">h264 / MP4</dd>' in html
 
 
 def test_html_no_faces_is_a_valid_report(tmp_path):
