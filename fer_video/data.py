@@ -117,7 +117,7 @@ def _load_npz(path: Path) -> FaceDataset:
 def _load_kaggle_csv(path: Path, split: str) -> FaceDataset:
     usages = {"train": {"Training"}, "test": {"PublicTest", "PrivateTest"},
               "all": {"Training", "PublicTest", "PrivateTest"}}[split]
-    images, labels = [], []
+    images, labels, usage = [], [], []
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         missing = {"emotion", "pixels", "Usage"} - set(reader.fieldnames or [])
@@ -133,10 +133,11 @@ def _load_kaggle_csv(path: Path, split: str) -> FaceDataset:
                 raise ValueError(f"line {line}: {len(px)} pixels, expected 48x48 = 2304")
             images.append(np.array(px, dtype=np.uint8).reshape(48, 48))
             labels.append(_KAGGLE_TO_LABEL[code])
+            usage.append(row["Usage"])
     if not images:
         raise ValueError(f"no rows for split {split!r}")
     images_a = np.stack(images)
-    extra: dict[str, np.ndarray] = {}
+    extra: dict[str, np.ndarray] = {"usage": np.array(usage)}
     if split == "test":
         # Same leak check as the shipped .npz: test images pixel-identical to a train image.
         train = _load_kaggle_csv(path, "train")

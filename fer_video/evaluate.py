@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import html
 import json
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,8 @@ from .atomic import atomic_write_text
 from .checkpoint import checkpoint_paths, default_model_path, file_sha256, load_checkpoint
 from .data import FaceDataset, group_kfold, grouped_split, load_dataset
 from .errors import SetupError, UsageError
-from .train import TrainArgs, confusion_matrix, metrics_from_confusion, pick_device, predict_probs, train
+from .train import (TrainArgs, carve_run_data, confusion_matrix, metrics_from_confusion, pick_device,
+                    predict_probs, train)
 
 
 def evaluate_probs(probs: np.ndarray, data: FaceDataset, model_classes: list[str]) -> dict:
@@ -63,28 +64,57 @@ def _resolve_model(model: str | None) -> str:
     return str(weights)
 
 
+def checkpoint_val_split(config, data_path: str) -> FaceDataset:
+    """The validation carve that the checkpoint's recipe (``val_fraction``, ``seed``) makes of
+    ``data_path``'s train split: the images that picked its epoch, when ``data_path`` is the
+    data it was trained on (checked by the carve's size). Settings such as test-time
+    augmentation are chosen here, never on a test split."""
+    names = {f.name for f in fields(TrainArgs)}
+    recipe = {k: v for k, v in config.recipe.items() if k in names}
+    args = TrainArgs(**{**recipe, "data": str(data_path), "out": ""})
+    _, val = carve_run_data(args)
+    expected = config.data.get("val_images")
+    if not recipe or expected is None or expected != len(val):
+        raise UsageError(f"--split val: {data_path} is not the data this checkpoint was trained on "
+                         f"(its recipe's validation carve has {len(val)} images, the checkpoint's had {expected})")
+    return val
+
+
 def evaluate_model(model_path: str | None, data_path: str, split: str = "test", device: str = "auto",
-                   tta_flip: bool = False, batch_size: int = 256) -> dict:
-    """Evaluate a checkpoint on ``split`` of a dataset. FER2013 also gets ``clean_accuracy``."""
+                   tta: str = "none", batch_size: int = 256) -> dict:
+    """Evaluate a checkpoint on ``split`` ("test", "train", "all", or "val": the checkpoint's
+    own validation carve) of a dataset. FER2013's test split also gets ``clean_accuracy``
+    (without the images that duplicate train images) and the accuracy per Kaggle usage
+    (PublicTest, PrivateTest)."""
     path = _resolve_model(model_path)
     dev = pick_device(device)
     model, config = load_checkpoint(path, dev)
-    try:
-        data = load_dataset(data_path, split)
-    except UsageError:
-        if split != "test":
-            raise
-        data = load_dataset(data_path, "all")   # image folders have no test split: score everything
-        split = "all"
-    probs = predict_probs(model, data.images, config, dev, batch_size=batch_size, tta_flip=tta_flip)
+    if split == "val":
+        data = checkpoint_val_split(config, data_path)
+    else:
+        try:
+            data = load_dataset(data_path, split)
+        except UsageError:
+            if split != "test":
+                raise
+            data = load_dataset(data_path, "all")   # image folders have no test split: score everything
+            split = "all"
+    probs = predict_probs(model, data.images, config, dev, batch_size=batch_size, tta=tta)
     result = {"model": path, "model_sha256": file_sha256(path), "data": str(data_path), "split": split,
-              "tta_flip": tta_flip, **evaluate_probs(probs, data, config.classes)}
-    if "in_train" in data.extra:
+              "tta": tta, "tta_flip": tta == "flip", **evaluate_probs(probs, data, config.classes)}
+    if split == "test" and "in_train" in data.extra:
         clean = ~data.extra["in_train"].astype(bool)
         m_clean = evaluate_probs(probs[clean], data.subset(np.flatnonzero(clean)), config.classes)
         result["clean_accuracy"] = m_clean["accuracy"]
         result["clean_macro_f1"] = m_clean["macro_f1"]
         result["clean_n"] = m_clean["n"]
+    if split == "test" and "usage" in data.extra:
+        usage = np.asarray(data.extra["usage"]).astype(str)
+        result["accuracy_by_usage"] = {}
+        for u in sorted(set(usage.tolist())):
+            idx = np.flatnonzero(usage == u)
+            m_u = evaluate_probs(probs[idx], data.subset(idx), config.classes)
+            result["accuracy_by_usage"][u] = {"accuracy": m_u["accuracy"], "n": m_u["n"]}
     return result
 
 

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Test-time augmentation of `evaluate --tta` (views: fer_video.train.tta_views).
+TTA_MODES = ("none", "flip", "tencrop")
+
 
 @dataclass
 class TrainArgs:

@@ -28,7 +28,7 @@ from .data import FaceDataset, grouped_split, load_dataset
 from .errors import SetupError, UsageError
 from .model import EmotionNet, WeightsUnavailable, build_model, load_imagenet_backbone
 from .preprocess import to_tensor
-from .recipe import TrainArgs  # noqa: F401  (re-exported: fer_video.train.TrainArgs)
+from .recipe import TTA_MODES, TrainArgs  # noqa: F401  (TrainArgs re-exported: fer_video.train.TrainArgs)
 
 
 def pick_device(name: str) -> torch.device:
@@ -114,20 +114,41 @@ def metrics_from_confusion(cm: np.ndarray, classes: list[str]) -> dict:
     }
 
 
+TENCROP_FRACTION = 11 / 12   # crop side / input side: 44 of 48 px, within training's 0.9-1.1 zoom
+
+
+def tta_views(x: torch.Tensor, mode: str) -> list[torch.Tensor]:
+    """The views of a normalised batch (N,C,H,W) whose softmax outputs test-time
+    augmentation averages. "none": the batch; "flip": it and its mirror image; "tencrop":
+    the four corner crops and the centre crop of side ``TENCROP_FRACTION`` x H, each resized
+    back to H x W (bilinear), and the mirror images of those five."""
+    if mode == "none":
+        return [x]
+    if mode == "flip":
+        return [x, torch.flip(x, dims=[3])]
+    if mode != "tencrop":
+        raise ValueError(f"unknown test-time augmentation {mode!r}; one of {', '.join(TTA_MODES)}")
+    h, w = x.shape[-2:]
+    ch, cw = round(h * TENCROP_FRACTION), round(w * TENCROP_FRACTION)
+    origins = [(0, 0), (0, w - cw), (h - ch, 0), (h - ch, w - cw), ((h - ch) // 2, (w - cw) // 2)]
+    crops = [F.interpolate(x[..., t:t + ch, l:l + cw], size=(h, w), mode="bilinear", align_corners=False)
+             for t, l in origins]
+    return crops + [torch.flip(c, dims=[3]) for c in crops]
+
+
 @torch.no_grad()
 def predict_probs(model: torch.nn.Module, images: np.ndarray, config: ModelConfig, device: torch.device,
-                  batch_size: int = 256, tta_flip: bool = False) -> np.ndarray:
-    """Softmax probabilities (N x C, float64) for uint8 gray face crops already at any size."""
+                  batch_size: int = 256, tta: str = "none") -> np.ndarray:
+    """Softmax probabilities (N x C, float64) for uint8 gray face crops already at any size;
+    with ``tta``, the mean of the softmax outputs over ``tta_views``."""
     model.eval()
     images = resize_batch(images, config.input_size)
     out = []
     for i in range(0, len(images), batch_size):
-        x = to_tensor(images[i:i + batch_size], config).to(device).contiguous(memory_format=torch.channels_last)
-        logits = model(x).float()
-        p = torch.softmax(logits, 1)
-        if tta_flip:
-            p = (p + torch.softmax(model(torch.flip(x, dims=[3])).float(), 1)) / 2
-        out.append(p.double().cpu().numpy())
+        x = to_tensor(images[i:i + batch_size], config).to(device)
+        views = tta_views(x, tta)
+        p = sum(torch.softmax(model(v.contiguous(memory_format=torch.channels_last)).float(), 1) for v in views)
+        out.append((p / len(views)).double().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(config.classes)))
 
 

@@ -7,12 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from conftest import missing_shared
 
 from fer_video.average import average_run
+from fer_video.errors import UsageError
+from fer_video.evaluate import evaluate_model
 from fer_video.checkpoint import load_checkpoint
 from fer_video.preprocess import to_tensor
 from fer_video.train import TrainArgs, carve_run_data, predict_probs, train
@@ -100,3 +101,27 @@ def test_cli_average_prints_the_choice_and_rejects_runs_without_kept_epochs(kept
         r = _cli("average", str(path))
         assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_evaluate_split_val_is_the_run_own_validation_carve(kept_run, shared_dir):
+    run, args = kept_run
+    best = json.loads((run / "best.json").read_text())["metrics"]
+    r = evaluate_model(str(run / "best.safetensors"), args.data, split="val", device="cpu")
+    _, val_set = carve_run_data(args)
+    assert r["split"] == "val" and r["n"] == len(val_set) == json.loads((run / "best.json").read_text())["data"]["val_images"]
+    assert r["accuracy"] == pytest.approx(best["val_acc"], abs=1e-9)
+    # A checkpoint trained on other data: its recipe's carve of this data is not its validation set.
+    fer = json.loads((REPO / "fer_video" / "models" / "fer2013_resnet50.json").read_text())
+    assert fer["data"]["val_images"] != len(val_set)
+    with pytest.raises(UsageError, match="not the data this checkpoint was trained on"):
+        evaluate_model(None, args.data, split="val", device="cpu")
+
+
+def test_evaluate_cli_val_split_with_tta(kept_run):
+    run, args = kept_run
+    r = _cli("evaluate", "--model", str(run / "best.safetensors"), "--data", args.data, "--split", "val",
+             "--tta", "tencrop")
+    assert r.returncode == 0, r.stderr
+    assert "(val, " in r.stdout and "accuracy: " in r.stdout
+    bad = _cli("evaluate", "--model", str(run / "best.safetensors"), "--data", args.data, "--tta", "sixcrop")
+    assert bad.returncode == 2 and "invalid choice: 'sixcrop'" in bad.stderr

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from fer_video.checkpoint import ModelConfig, load_checkpoint, save_checkpoint
 from fer_video.data import FaceDataset, group_kfold, grouped_split, load_dataset
-from fer_video.evaluate import evaluate_probs
+from fer_video.evaluate import evaluate_model, evaluate_probs
 from fer_video.model import build_model
 from fer_video.preprocess import to_tensor
 from fer_video.train import TrainArgs, confusion_matrix, metrics_from_confusion, predict_probs, train
@@ -277,6 +277,12 @@ def test_kaggle_csv_maps_its_emotion_codes_and_flags_test_images_seen_in_train(s
     assert [test_csv.classes[l] for l in test_csv.labels[1:]] == [test_npz.classes[l] for l in test_npz.labels[te]]
     # only the repeated image is flagged as seen in train
     assert test_csv.extra["in_train"].tolist() == [True] + [False] * len(te)
+    assert test_csv.extra["usage"].tolist() == ["PublicTest"] + ["PrivateTest"] * len(te)
+    # evaluate reports each Kaggle part of the test split; together they make the whole.
+    r = evaluate_model(None, str(tmp_path / "fer2013.csv"), "test", device="cpu")
+    parts = r["accuracy_by_usage"]
+    assert {u: v["n"] for u, v in parts.items()} == {"PrivateTest": len(te), "PublicTest": 1}
+    assert sum(v["accuracy"] * v["n"] for v in parts.values()) / r["n"] == pytest.approx(r["accuracy"])
 
 
 @pytest.mark.parametrize("bad_row,message", [("7,{px},Training", "emotion '7'"),
