@@ -2,7 +2,8 @@
 
 Preprocessing is *only* ``preprocess.crop_face`` + ``preprocess.to_tensor``, driven by the
 checkpoint's config, so inference matches training. Output rows are float64 softmax
-probabilities in the checkpoint's class order, renormalised to sum to exactly 1.
+probabilities in the checkpoint's class order, renormalised to sum to exactly 1; with
+test-time augmentation (``tta``), the mean of those over ``preprocess.tta_views``.
 """
 from __future__ import annotations
 
@@ -68,11 +69,15 @@ class EmotionClassifier:
     """
 
     def __init__(self, model_path: str | os.PathLike | None = None, device: str = "auto",
-                 batch_size: int = 32, lazy: bool = False):
+                 batch_size: int = 32, lazy: bool = False, tta: str = "none"):
         from .checkpoint import CheckpointError, checkpoint_paths, default_model_path, load_config
+        from .recipe import TTA_MODES
 
         if int(batch_size) < 1:
             raise UsageError(f"invalid batch size {batch_size!r} (must be >= 1)")
+        if tta not in TTA_MODES:
+            raise UsageError(f"invalid tta {tta!r} (choose one of {', '.join(TTA_MODES)})")
+        self.tta = tta
         self.device = resolve_device(device)
         self.batch_size = int(batch_size)
         path = Path(model_path).expanduser() if model_path else default_model_path()
@@ -143,7 +148,7 @@ class EmotionClassifier:
         """Probabilities (N x C float64) for crops made by :meth:`crop`, in batches."""
         import torch
 
-        from .preprocess import to_tensor
+        from .preprocess import to_tensor, tta_views
 
         n = len(crops)
         out = np.zeros((n, len(self.classes)), dtype=np.float64)
@@ -154,8 +159,9 @@ class EmotionClassifier:
             for i in range(0, n, self.batch_size):
                 chunk = np.stack([np.asarray(c) for c in crops[i:i + self.batch_size]])
                 x = to_tensor(chunk, self.config).to(self.device)
-                logits = model(x).float().cpu().numpy()
-                out[i:i + len(chunk)] = softmax64(logits)
+                views = tta_views(x, self.tta)
+                p = sum(softmax64(model(v).float().cpu().numpy()) for v in views) / len(views)
+                out[i:i + len(chunk)] = p / p.sum(axis=1, keepdims=True)
         return out
 
     def predict(self, image: np.ndarray, boxes: Iterable[Sequence[float]]) -> np.ndarray:
@@ -191,6 +197,7 @@ class EmotionClassifier:
             "input_size": c.input_size,
             "grayscale": c.grayscale,
             "device": self.device,
+            "tta": self.tta,
             "version": c.version,
             "data": c.data,
             "metrics": c.metrics,

@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 
 from . import __version__
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, FerVideoError
+from .recipe import TTA_MODES
 
 PROG = "fer-video"
 
@@ -150,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto takes CUDA when present (default: auto)")
     g.add_argument("--batch-size", type=_positive_int, default=8, metavar="N",
                    help="frames per face-detection batch (default: 8)")
+    g.add_argument("--tta", choices=TTA_MODES, default="none",
+                   help="test-time augmentation: each face's probabilities are the mean over it and "
+                        "its mirror image (flip: 2x the classifier's work) or over ten crops "
+                        "(tencrop: 10x) (default: none)")
     g = a.add_argument_group("parallelism and faults")
     g.add_argument("-j", "--jobs", type=_positive_int, default=None, metavar="N",
                    help="analyse N inputs at a time, each in its own worker process (model loaded "
@@ -194,7 +199,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                         det_threshold=args.det_threshold, batch_size=args.batch_size,
                         device=args.device, model=args.model,
                         smoothing_window_s=args.smoothing_window_s, min_segment_s=args.min_segment_s,
-                        min_track=args.min_track)
+                        min_track=args.min_track, tta=args.tta)
     return run_batch(args.paths, settings, out_root=args.out, recursive=args.recursive,
                      overwrite=args.overwrite, quiet=args.quiet, jobs=args.jobs,
                      timeout=args.timeout, executor=args.executor, address=args.address,

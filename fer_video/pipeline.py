@@ -524,13 +524,13 @@ def load_models(settings: Settings):
     from .classify import EmotionClassifier, resolve_device
 
     device = resolve_device(settings.device)
-    ckey = (str(settings.model_path().resolve()), device, settings.classify_batch_size)
+    ckey = (str(settings.model_path().resolve()), device, settings.classify_batch_size, settings.tta)
     classifier = _CLASSIFIERS.get(ckey)
     if classifier is None:
         # lazy: the weights load in analyze_video's worker thread, overlapping the first frames
         classifier = _CLASSIFIERS[ckey] = EmotionClassifier(settings.model_path(), device=device,
                                                             batch_size=settings.classify_batch_size,
-                                                            lazy=True)
+                                                            lazy=True, tta=settings.tta)
     dkey = (device, settings.min_face, settings.det_threshold, settings.max_side, settings.batch_size)
     detector = _DETECTORS.get(dkey)
     if detector is None:
@@ -565,6 +565,8 @@ def dominant_text(faces) -> str:
 
 # Settings that only change speed, not the report's numbers; the model is compared by hash.
 _NOT_IN_RESULT = {"device", "batch_size", "classify_batch_size", "model"}
+# Settings added after reports existed: a report without one was made with its value here.
+_ADDED_LATER = {"tta": "none"}
 
 
 @functools.lru_cache(maxsize=8)
@@ -577,7 +579,8 @@ def _model_sha256(path: str, size: int, mtime_ns: int) -> str:
 def _made_with(obj: dict, settings: Settings) -> bool:
     """Whether a report's JSON was made with these settings and this model's weights."""
     now = {**settings.to_json(), "sample_step_s": obj["settings"].get("sample_step_s")}
-    if any(obj["settings"].get(k) != v for k, v in now.items() if k not in _NOT_IN_RESULT):
+    made = obj["settings"]
+    if any(made.get(k, _ADDED_LATER.get(k)) != v for k, v in now.items() if k not in _NOT_IN_RESULT):
         return False
     from .checkpoint import checkpoint_paths
 

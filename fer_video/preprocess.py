@@ -9,9 +9,11 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from .checkpoint import ModelConfig
+from .recipe import TTA_MODES
 
 _RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
 
@@ -58,3 +60,27 @@ def to_tensor(batch: np.ndarray | torch.Tensor, config: ModelConfig) -> torch.Te
     mean = torch.tensor(config.mean, dtype=x.dtype).view(1, -1, 1, 1)
     std = torch.tensor(config.std, dtype=x.dtype).view(1, -1, 1, 1)
     return ((x - mean) / std).contiguous()
+
+
+# Test-time augmentation: crop side / input side of the ten crops (44 of 48 px), within the
+# 0.9-1.1 zoom that training's augmentation uses.
+TENCROP_FRACTION = 11 / 12
+
+
+def tta_views(x: torch.Tensor, mode: str) -> list[torch.Tensor]:
+    """The views of a normalised batch (N,C,H,W) whose softmax outputs test-time
+    augmentation averages. "none": the batch; "flip": it and its mirror image; "tencrop":
+    the four corner crops and the centre crop of side ``TENCROP_FRACTION`` x H, each resized
+    back to H x W (bilinear), and the mirror images of those five."""
+    if mode == "none":
+        return [x]
+    if mode == "flip":
+        return [x, torch.flip(x, dims=[3])]
+    if mode != "tencrop":
+        raise ValueError(f"unknown test-time augmentation {mode!r}; one of {', '.join(TTA_MODES)}")
+    h, w = x.shape[-2:]
+    ch, cw = round(h * TENCROP_FRACTION), round(w * TENCROP_FRACTION)
+    origins = [(0, 0), (0, w - cw), (h - ch, 0), (h - ch, w - cw), ((h - ch) // 2, (w - cw) // 2)]
+    crops = [F.interpolate(x[..., t:t + ch, l:l + cw], size=(h, w), mode="bilinear", align_corners=False)
+             for t, l in origins]
+    return crops + [torch.flip(c, dims=[3]) for c in crops]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Test-time augmentation of `evaluate --tta` (views: fer_video.train.tta_views).
+# Test-time augmentation of `evaluate --tta` and `analyze --tta` (views: fer_video.preprocess.tta_views).
 TTA_MODES = ("none", "flip", "tencrop")
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .errors import UsageError
+from .recipe import TTA_MODES
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -32,6 +33,7 @@ class Settings:
     min_track: Optional[int] = None     # drop faces seen in fewer samples (None: 2 for videos, 1 for stills)
     iou_threshold: float = 0.3          # tracker: box overlap needed to continue a face
     max_gap_s: float = 1.0              # tracker: a face may vanish this long and keep its id
+    tta: str = "none"                   # test-time augmentation per face: none | flip | tencrop
 
     def __post_init__(self) -> None:
         self.validate()
@@ -66,6 +68,8 @@ class Settings:
         self.det_threshold = finite("threshold", self.det_threshold)
         if not 0.0 < self.det_threshold <= 1.0:
             raise bad("threshold", f"{self.det_threshold:g} (must be in (0, 1])")
+        if self.tta not in TTA_MODES:
+            raise bad("tta", f"{self.tta!r} (choose one of {', '.join(TTA_MODES)})")
         if self.device not in DEVICES:
             raise bad("device", f"{self.device!r} (choose one of {', '.join(DEVICES)})")
         for name in ("smoothing_window_s", "min_segment_s", "max_gap_s"):

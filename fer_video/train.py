@@ -27,8 +27,8 @@ from .checkpoint import ModelConfig, checkpoint_paths, file_sha256, load_checkpo
 from .data import FaceDataset, grouped_split, load_dataset
 from .errors import SetupError, UsageError
 from .model import EmotionNet, WeightsUnavailable, build_model, load_imagenet_backbone
-from .preprocess import to_tensor
-from .recipe import TTA_MODES, TrainArgs  # noqa: F401  (TrainArgs re-exported: fer_video.train.TrainArgs)
+from .preprocess import to_tensor, tta_views
+from .recipe import TrainArgs  # noqa: F401  (re-exported: fer_video.train.TrainArgs)
 
 
 def pick_device(name: str) -> torch.device:
@@ -112,28 +112,6 @@ def metrics_from_confusion(cm: np.ndarray, classes: list[str]) -> dict:
         "per_class": {c: {"precision": float(precision[i]), "recall": float(recall[i]),
                           "f1": float(f1[i]), "support": int(support[i])} for i, c in enumerate(classes)},
     }
-
-
-TENCROP_FRACTION = 11 / 12   # crop side / input side: 44 of 48 px, within training's 0.9-1.1 zoom
-
-
-def tta_views(x: torch.Tensor, mode: str) -> list[torch.Tensor]:
-    """The views of a normalised batch (N,C,H,W) whose softmax outputs test-time
-    augmentation averages. "none": the batch; "flip": it and its mirror image; "tencrop":
-    the four corner crops and the centre crop of side ``TENCROP_FRACTION`` x H, each resized
-    back to H x W (bilinear), and the mirror images of those five."""
-    if mode == "none":
-        return [x]
-    if mode == "flip":
-        return [x, torch.flip(x, dims=[3])]
-    if mode != "tencrop":
-        raise ValueError(f"unknown test-time augmentation {mode!r}; one of {', '.join(TTA_MODES)}")
-    h, w = x.shape[-2:]
-    ch, cw = round(h * TENCROP_FRACTION), round(w * TENCROP_FRACTION)
-    origins = [(0, 0), (0, w - cw), (h - ch, 0), (h - ch, w - cw), ((h - ch) // 2, (w - cw) // 2)]
-    crops = [F.interpolate(x[..., t:t + ch, l:l + cw], size=(h, w), mode="bilinear", align_corners=False)
-             for t, l in origins]
-    return crops + [torch.flip(c, dims=[3]) for c in crops]
 
 
 @torch.no_grad()

@@ -9,6 +9,7 @@ from fer_video.checkpoint import file_sha256
 from fer_video.classify import EmotionClassifier, resolve_device, softmax64
 from fer_video.errors import EXIT_SETUP, SetupError, UsageError
 from fer_video.preprocess import crop_face
+from fer_video.settings import Settings
 
 from conftest import CLASSES
 
@@ -152,3 +153,25 @@ def test_meta_device_load_equals_a_plain_build(clf, model_path, frame):
     x = to_tensor(np.stack([clf.crop(frame, b) for b in BOXES]), config)
     with torch.inference_mode():
         np.testing.assert_allclose(softmax64(ref(x).numpy()), clf.predict(frame, BOXES), atol=1e-6)
+
+
+def test_flip_tta_is_the_mean_over_each_face_and_its_mirror(model_path, frame):
+    plain = EmotionClassifier(model_path, device="cpu", batch_size=3)
+    flip = EmotionClassifier(model_path, device="cpu", batch_size=3, tta="flip")
+    crops = [plain.crop(frame, b) for b in BOXES]
+    mirrored = [np.ascontiguousarray(c[:, ::-1]) for c in crops]
+    expected = (plain.predict_crops(crops) + plain.predict_crops(mirrored)) / 2
+    got = flip.predict(frame, BOXES)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-12)
+    assert not np.allclose(got, plain.predict(frame, BOXES), atol=1e-6)
+    assert flip.info()["tta"] == "flip"
+    ten = EmotionClassifier(model_path, device="cpu", tta="tencrop").predict(frame, BOXES)
+    assert ten.shape == got.shape and np.allclose(ten.sum(axis=1), 1.0)
+
+
+def test_invalid_tta_is_a_usage_error(model_path):
+    with pytest.raises(UsageError, match="invalid tta 'sixcrop'"):
+        EmotionClassifier(model_path, device="cpu", tta="sixcrop")
+    with pytest.raises(UsageError, match="invalid tta"):
+        Settings(tta="sixcrop")

@@ -57,7 +57,8 @@ def test_missing_path_exit_2_one_line(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("opt", [["--fps", "-1"], ["--fps", "abc"], ["--threshold", "2"],
-                                 ["--device", "tpu"], ["--batch-size", "0"], ["--bogus"]])
+                                 ["--device", "tpu"], ["--batch-size", "0"], ["--bogus"],
+                                 ["--tta", "sixcrop"]])
 def test_bad_option_exit_2_one_line(capsys, samples, opt):
     code, _, err = run_main(capsys, "analyze", samples / "pyfeat_single_face.mp4", *opt)
     assert code == 2

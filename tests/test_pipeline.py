@@ -194,6 +194,17 @@ def test_run_video_job_skips_complete_and_is_picklable(samples, settings_for, tm
     assert json.loads(json_path.read_text())["settings"]["fps"] == 3.0
     _, skipped = job(samples / "pyfeat_single_face.mp4", tmp_path, settings_for(fps=3.0, batch_size=4))
     assert skipped   # batch sizes change speed, not results
+    # test-time augmentation changes the probabilities: redone; a report from before the
+    # setting existed (no "tta" in its settings) was made without it, so it is reused
+    _, skipped = job(samples / "pyfeat_single_face.mp4", tmp_path, settings_for(fps=3.0, tta="flip"))
+    assert not skipped and json.loads(json_path.read_text())["settings"]["tta"] == "flip"
+    _, skipped = job(samples / "pyfeat_single_face.mp4", tmp_path, settings_for(fps=3.0))
+    assert not skipped
+    obj = json.loads(json_path.read_text())
+    del obj["settings"]["tta"]
+    json_path.write_text(json.dumps(obj))
+    _, skipped = job(samples / "pyfeat_single_face.mp4", tmp_path, settings_for(fps=3.0))
+    assert skipped
     obj = json.loads(json_path.read_text())
     obj["model"]["sha256"] = "0" * 64
     json_path.write_text(json.dumps(obj))

@@ -9,7 +9,8 @@ from conftest import missing_shared
 from fer_video.checkpoint import default_model_path, load_checkpoint
 from fer_video.data import load_dataset
 from fer_video.recipe import TTA_MODES
-from fer_video.train import predict_probs, tta_views
+from fer_video.preprocess import tta_views
+from fer_video.train import predict_probs
 
 CPU = torch.device("cpu")
 
