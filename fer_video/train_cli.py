@@ -105,8 +105,12 @@ def _run_train(ns: argparse.Namespace) -> int:
 
 
 def _run_evaluate(ns: argparse.Namespace) -> int:
+    from .errors import UsageError
     from .evaluate import cross_validate, evaluate_model, write_outputs
 
+    if ns.folds and (ns.tta != "none" or ns.tta_flip or ns.split != "test"):
+        raise UsageError("--tta and --split apply to scoring one checkpoint, not to --folds "
+                         "(each fold scores its held-out subjects without test-time augmentation)")
     if ns.folds:
         args = _train_args(ns, ns.out or "runs/cv")
         if ns.model and args.weights == "none":

@@ -125,3 +125,6 @@ def test_evaluate_cli_val_split_with_tta(kept_run):
     assert "(val, " in r.stdout and "accuracy: " in r.stdout
     bad = _cli("evaluate", "--model", str(run / "best.safetensors"), "--data", args.data, "--tta", "sixcrop")
     assert bad.returncode == 2 and "invalid choice: 'sixcrop'" in bad.stderr
+    cv = _cli("evaluate", "--data", args.data, "--folds", "2", "--tta", "flip", "--out", str(run.parent / "cv"))
+    assert cv.returncode == 2 and len(cv.stderr.strip().splitlines()) == 1, cv.stderr
+    assert "not to --folds" in cv.stderr and not (run.parent / "cv").exists()
