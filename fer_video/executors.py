@@ -122,15 +122,24 @@ class _Slot:
 
     def exit_code(self) -> str:
         p = self.process
-        if p is not None:
+        if p is None:
+            return "exit code unknown"
+        # The pool's manager thread reaps the dead worker at the same moment (waitpid); if it
+        # wins, our own waitpid fails and the code appears only once that thread has stored it
+        # on the shared Process object, so poll for it a little while instead of asking once.
+        deadline = time.monotonic() + 5.0
+        while True:
             try:
-                p.join(timeout=2)
-            except Exception:
-                pass
-            if p.exitcode is not None:
-                code = int(p.exitcode)
+                p.join(timeout=0.1)
+                code = p.exitcode
+            except (ValueError, OSError):       # the Process object was closed meanwhile
+                code = None
+            if code is not None:
+                code = int(code)
                 return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-        return "exit code unknown"
+            if time.monotonic() > deadline:
+                return "exit code unknown"
+            time.sleep(0.05)
 
     def kill(self) -> None:
         pids = {self.pid} if self.pid else set()

@@ -81,3 +81,36 @@ def test_crashed_and_timed_out_workers_fail_only_their_input(folder, model_path,
     assert "worker process died" in err and "timed out after 8 s" in err
     assert (out / "pyfeat_single_face" / "pyfeat_single_face.json").is_file()
     assert not (out / "liveportrait_d19" / "liveportrait_d19.json").exists()
+
+
+def test_exit_code_survives_the_pools_own_reaping_of_a_dead_worker(monkeypatch, tmp_path):
+    """A real worker dies with os._exit(1). The pool's manager thread reaps it with waitpid at
+    the same time as we ask for its exit code; when it wins, the code only appears once it has
+    stored it. Replayed here: the stored code is hidden and comes back 0.3 s later, and the
+    reason must still say ``exit code 1`` (CI once saw ``exit code unknown`` from this race)."""
+    import multiprocessing
+    import threading
+    from concurrent.futures import wait
+    from concurrent.futures.process import BrokenProcessPool
+    from types import SimpleNamespace
+
+    from fer_video import executors
+    from fer_video.settings import Settings
+
+    monkeypatch.setenv("FER_VIDEO_TEST_CRASH_ON", "dies.mp4")
+    ctx = multiprocessing.get_context(executors.START_METHOD)
+    slot = executors._Slot(ctx, ctx.SimpleQueue(), 1, 1)
+    try:
+        job = SimpleNamespace(path=str(tmp_path / "dies.mp4"), out_subdir=None)
+        future = slot.submit(0, job, str(tmp_path / "out"), Settings(), False)
+        wait([future], timeout=60)
+        with pytest.raises(BrokenProcessPool):
+            future.result(timeout=0)
+        slot.pool._executor_manager_thread.join(timeout=30)   # it has reaped the worker by now
+        popen = slot.process._popen
+        assert popen.returncode == 1
+        popen.returncode = None                               # ... but not yet stored the code
+        threading.Timer(0.3, setattr, (popen, "returncode", 1)).start()
+        assert slot.exit_code() == "exit code 1"
+    finally:
+        slot.close(kill=True)
