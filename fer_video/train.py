@@ -14,7 +14,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Callable
 
@@ -28,7 +28,11 @@ from .data import FaceDataset, grouped_split, load_dataset
 from .errors import SetupError, UsageError
 from .model import EmotionNet, WeightsUnavailable, build_model, load_imagenet_backbone
 from .preprocess import to_tensor, tta_views
-from .recipe import TrainArgs  # noqa: F401  (re-exported: fer_video.train.TrainArgs)
+from .recipe import TrainArgs  # also re-exported: fer_video.train.TrainArgs
+
+# TrainArgs fields that say where and how a run executes, not what it trains: left out of a
+# checkpoint's recipe, and the only ones a resumed run takes from the new command line.
+_RUN_ONLY_FIELDS = ("out", "resume", "log_every", "device")
 
 
 def pick_device(name: str) -> torch.device:
@@ -238,10 +242,12 @@ def train(args: TrainArgs, train_set: FaceDataset | None = None, val_set: FaceDa
         if not state_path.is_file():
             raise UsageError(f"--resume: no train_state.pt in {run_dir}")
         saved = json.loads(saved_args_path.read_text())
-        for k in ("data", "weights", "epochs", "batch_size", "lr", "img_size", "head", "stem", "seed",
-                  "freeze_epochs", "val_fraction", "class_weighting", "max_images"):
-            if k in saved and saved[k] != getattr(args, k):
-                setattr(args, k, saved[k])   # a resumed run continues the recipe it started with
+        # A resumed run continues the whole recipe it started with (every field but where it
+        # runs and how it logs): a field left out here would silently take its default again
+        # in the configs written from then on, as backbone_lr_mult once did.
+        for f in fields(TrainArgs):
+            if f.name not in _RUN_ONLY_FIELDS and f.name in saved and saved[f.name] != getattr(args, f.name):
+                setattr(args, f.name, saved[f.name])
     elif state_path.exists():
         raise UsageError(f"{run_dir} already holds a run; use --resume to continue it or another --out")
 
@@ -256,7 +262,7 @@ def train(args: TrainArgs, train_set: FaceDataset | None = None, val_set: FaceDa
         data={"source": str(args.data), "train_images": len(train_set),
               "val_images": len(val_set) if val_set is not None else 0,
               "grouped_by": train_set.grouped_by, "class_counts": train_set.counts()},
-        recipe={k: v for k, v in asdict(args).items() if k not in ("out", "resume", "log_every", "device")},
+        recipe={k: v for k, v in asdict(args).items() if k not in _RUN_ONLY_FIELDS},
     )
     model, start_info = _initial_model(args, config, device)
     config.recipe["start"] = start_info

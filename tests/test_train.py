@@ -94,7 +94,8 @@ def test_best_epoch_ties_on_accuracy_go_to_the_lower_loss():
 def test_resume_continues_an_interrupted_run(ckplus, tmp_path):
     subset = ckplus.subset(np.arange(0, 981, 40))
     out = tmp_path / "run"
-    train(TrainArgs(data="x", out=str(out), epochs=1, batch_size=8, log_every=0), subset, subset)
+    train(TrainArgs(data="x", out=str(out), epochs=1, batch_size=8, log_every=0,
+                    backbone_lr_mult=0.5, label_smoothing=0.0, warmup_epochs=0.5), subset, subset)
     # Pretend the run was asked for 2 epochs and stopped after the first: --resume does epoch 2 only.
     saved = json.loads((out / "args.json").read_text())
     saved["epochs"] = 2
@@ -105,6 +106,9 @@ def test_resume_continues_an_interrupted_run(ckplus, tmp_path):
     epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2]
     assert "resumed at epoch 2/2" in (out / "train.log").read_text()
+    # ... with the whole recipe it started with, not the defaults of the resuming command
+    recipe = json.loads((out / "last.json").read_text())["recipe"]
+    assert (recipe["backbone_lr_mult"], recipe["label_smoothing"], recipe["warmup_epochs"]) == (0.5, 0.0, 0.5)
 
 
 def test_checkpoint_round_trip_reproduces_predictions(ckplus, tmp_path):
