@@ -8,7 +8,8 @@ the config's `metrics`, next to the validation figures that chose the epoch.
 
 Test figures are read from RUN/eval_test and RUN/eval_test_tta for `best` (written by the
 training scripts), and from RUN/eval_test_NAME[_tta] for any checkpoint NAME
-(bench/average_and_score.sh writes those) when present.
+(bench/average_and_score.sh writes those) when present, and the test figure of the TTA mode
+that bench/choose_tta.sh chose on validation (RUN/tta_NAME/test_MODE) when present.
 """
 from __future__ import annotations
 
@@ -41,6 +42,24 @@ def main() -> int:
             m = json.loads(f.read_text())
             config.metrics[key] = {k: m[k] for k in ("accuracy", "clean_accuracy", "macro_f1", "clean_macro_f1",
                                                        "n", "clean_n") if k in m}
+    # the test-time augmentation chosen on validation by bench/choose_tta.sh, when it ran
+    for f in sorted((a.run / f"tta_{a.checkpoint}").glob("test_*/metrics.json")):
+        m = json.loads(f.read_text())
+        config.metrics[f"test_tta_{f.parent.name[len('test_'):]}_chosen_on_val"] = {
+            k: m[k] for k in ("accuracy", "clean_accuracy", "macro_f1", "clean_macro_f1", "n", "clean_n") if k in m}
+    # recipe fields that TrainArgs no longer has (runs started before they were removed)
+    from dataclasses import fields
+
+    from fer_video.recipe import TrainArgs
+    known = {f.name for f in fields(TrainArgs)} | {"start"}
+    config.recipe = {k: v for k, v in config.recipe.items() if k in known}
+    # the recipe the run started with: before session 7, a resumed run wrote some fields
+    # (backbone_lr_mult among them) with their defaults into later checkpoints' configs,
+    # while training itself went on with the saved optimizer groups
+    args_file = a.run / "args.json"
+    if args_file.is_file():
+        started = json.loads(args_file.read_text())
+        config.recipe.update({k: v for k, v in started.items() if k in config.recipe and k != "start"})
     config.data["name"] = "FER2013 (Kaggle ICML 2013 challenge), train split minus a 10% validation carve"
     config.data["licence"] = "research / non-commercial use only"
     w, c = save_checkpoint(model, config, REPO / "fer_video" / "models" / a.name, dtype=torch.float16)
