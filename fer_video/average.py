@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +24,8 @@ from .checkpoint import ModelConfig, load_checkpoint, save_checkpoint
 from .errors import UsageError
 from .preprocess import to_tensor
 from .recipe import TrainArgs
-from .train import (_nll, _selection_key, carve_run_data, confusion_matrix, metrics_from_confusion,
-                    pick_device, predict_probs, resize_batch)
+from .train import (_selection_key, carve_run_data, pick_device, predict_probs, resize_batch, source_names,
+                    validation_metrics)
 
 EPOCH_FILE = re.compile(r"epoch_(\d{3,})\.safetensors$")
 
@@ -41,9 +40,9 @@ def run_args(run_dir: Path) -> TrainArgs:
     saved = run_dir / "args.json"
     if not saved.is_file():
         raise UsageError(f"{run_dir}: not a training run (no args.json)")
-    obj = json.loads(saved.read_text())
-    names = {f.name for f in fields(TrainArgs)}
-    return TrainArgs(**{k: v for k, v in obj.items() if k in names})
+    from .recipe import recipe_args
+
+    return recipe_args(json.loads(saved.read_text()))
 
 
 def mean_weights(paths: list[Path]) -> tuple[torch.nn.Module, ModelConfig]:
@@ -110,11 +109,8 @@ def average_run(run_dir: str | Path, lasts: list[int], bn_images: int = 8192, de
         chosen = numbers[-k:]
         model, config = mean_weights([epochs[e] for e in chosen])
         recompute_bn(model, bn_set, config, dev)
-        probs = predict_probs(model, val_set.images, config, dev)
-        m = metrics_from_confusion(confusion_matrix(val_set.labels, probs.argmax(1), len(config.classes)),
-                                   config.classes)
-        record = {"last": k, "epochs": chosen, "val_acc": m["accuracy"], "val_macro_f1": m["macro_f1"],
-                  "val_loss": _nll(probs, val_set.labels)}
+        probs = predict_probs(model, val_set.images, config, dev, temperature=1.0)
+        record = {"last": k, "epochs": chosen, **validation_metrics(probs, val_set, source_names(args))}
         config.metrics = {"averaged_epochs": chosen, **{n: v for n, v in record.items() if n.startswith("val_")}}
         config.recipe = {**config.recipe, "averaged": {"epochs": chosen, "bn_images": int(len(bn_idx))}}
         save_checkpoint(model.cpu(), config, run / f"avg_last{k}")

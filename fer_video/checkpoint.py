@@ -33,6 +33,12 @@ class ModelConfig:
     std: list[float] = field(default_factory=lambda: [0.25, 0.25, 0.25])
     crop_margin: float = 0.10          # fraction of the face box side added on every side before resizing
     interpolation: str = "bilinear"
+    # Landmark alignment of face crops ({} = the box crop above; see preprocess.align_face):
+    # {"method": "eyes_mouth", "eye_x", "eye_y": where the eye midpoint lands, "em": the
+    # eye-to-mouth-midpoint distance, all in units of the crop side; eyes are levelled}.
+    alignment: dict[str, Any] = field(default_factory=dict)
+    # Softmax temperature fitted on the validation carve (calibration): p = softmax(z / T).
+    temperature: float = 1.0
     data: dict[str, Any] = field(default_factory=dict)     # what it was trained on
     recipe: dict[str, Any] = field(default_factory=dict)   # how (epochs, lr, augmentation, ...)
     metrics: dict[str, Any] = field(default_factory=dict)  # validation/test figures

@@ -2,7 +2,8 @@
 
 Preprocessing is *only* ``preprocess.crop_face`` + ``preprocess.to_tensor``, driven by the
 checkpoint's config, so inference matches training. Output rows are float64 softmax
-probabilities in the checkpoint's class order, renormalised to sum to exactly 1; with
+probabilities of the logits divided by the checkpoint's calibrated temperature
+(``ModelConfig.temperature``), in the checkpoint's class order, renormalised to sum to exactly 1; with
 test-time augmentation (``tta``), the mean of those over ``preprocess.tta_views``.
 """
 from __future__ import annotations
@@ -137,11 +138,13 @@ class EmotionClassifier:
         return self._sha256
 
     # -- preprocessing -------------------------------------------------------------------
-    def crop(self, image: np.ndarray, box: Sequence[float]) -> np.ndarray:
-        """One face as the model wants it (uint8), via ``preprocess.crop_face``."""
+    def crop(self, image: np.ndarray, box: Sequence[float],
+             landmarks: Sequence[Sequence[float]] | None = None) -> np.ndarray:
+        """One face as the model wants it (uint8), via ``preprocess.crop_face``: aligned on
+        the 5 landmarks when the checkpoint's config asks for alignment and they are given."""
         from .preprocess import crop_face
 
-        return crop_face(image, box, self.config)
+        return crop_face(image, box, self.config, landmarks)
 
     # -- inference -----------------------------------------------------------------------
     def predict_crops(self, crops: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
@@ -160,7 +163,8 @@ class EmotionClassifier:
                 chunk = np.stack([np.asarray(c) for c in crops[i:i + self.batch_size]])
                 x = to_tensor(chunk, self.config).to(self.device)
                 views = tta_views(x, self.tta)
-                p = sum(softmax64(model(v).float().cpu().numpy()) for v in views) / len(views)
+                t = self.config.temperature   # calibrated on the validation carve (1.0: none)
+                p = sum(softmax64(model(v).float().cpu().numpy() / t) for v in views) / len(views)
                 out[i:i + len(chunk)] = p / p.sum(axis=1, keepdims=True)
         return out
 
@@ -198,6 +202,8 @@ class EmotionClassifier:
             "grayscale": c.grayscale,
             "device": self.device,
             "tta": self.tta,
+            "alignment": c.alignment,
+            "temperature": c.temperature,
             "version": c.version,
             "data": c.data,
             "metrics": c.metrics,

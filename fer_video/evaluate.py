@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import html
 import json
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +16,9 @@ from .atomic import atomic_write_text
 from .checkpoint import checkpoint_paths, default_model_path, file_sha256, load_checkpoint
 from .data import FaceDataset, group_kfold, grouped_split, load_dataset
 from .errors import SetupError, UsageError
-from .train import (TrainArgs, carve_run_data, confusion_matrix, metrics_from_confusion, pick_device,
-                    predict_probs, train)
+from .train import (TrainArgs, carve_run_data, confusion_matrix, expected_calibration_error,
+                    metrics_from_confusion, pick_device, predict_logits, predict_probs, prepare_dataset,
+                    probs_from_logits, train)
 
 
 def evaluate_probs(probs: np.ndarray, data: FaceDataset, model_classes: list[str]) -> dict:
@@ -27,7 +28,8 @@ def evaluate_probs(probs: np.ndarray, data: FaceDataset, model_classes: list[str
     the argmax over the shared classes only (a model class the data lacks, e.g. neutral on
     CK+, cannot be predicted); ``accuracy_all_classes`` takes the argmax over every model
     class, counting predictions of a class the data lacks as errors. When the classes are the
-    same, both are equal.
+    same, both are equal. ``ece``: expected calibration error (15 bins) of the probabilities
+    over the shared classes, renormalised to sum to 1.
     """
     shared = [c for c in model_classes if c in data.classes]
     if not shared:
@@ -41,6 +43,7 @@ def evaluate_probs(probs: np.ndarray, data: FaceDataset, model_classes: list[str
     p = probs[keep]
     pred_shared = p[:, cols].argmax(1)
     m = metrics_from_confusion(confusion_matrix(y, pred_shared, len(shared)), shared)
+    p_shared = p[:, cols] / np.clip(p[:, cols].sum(1, keepdims=True), 1e-12, None)
     pred_all = p.argmax(1)
     model_to_shared = {model_classes.index(c): i for i, c in enumerate(shared)}
     correct_all = np.array([model_to_shared.get(int(q), -1) == t for q, t in zip(pred_all, y)])
@@ -50,6 +53,7 @@ def evaluate_probs(probs: np.ndarray, data: FaceDataset, model_classes: list[str
         confusion=confusion_matrix(y, pred_shared, len(shared)).tolist(),
         left_out_data_classes=left_out_data,
         left_out_model_classes=left_out_model,
+        ece=expected_calibration_error(p_shared, y) if len(y) else 0.0,
         images_scored=int(keep.sum()),
         images_left_out=int((~keep).sum()),
     )
@@ -64,18 +68,23 @@ def _resolve_model(model: str | None) -> str:
     return str(weights)
 
 
-def checkpoint_val_split(config, data_path: str) -> FaceDataset:
-    """The validation carve that the checkpoint's recipe (``val_fraction``, ``seed``) makes of
-    ``data_path``'s train split: the images that picked its epoch, when ``data_path`` is the
-    data it was trained on (checked by the carve's size). Settings such as test-time
-    augmentation are chosen here, never on a test split."""
-    names = {f.name for f in fields(TrainArgs)}
-    recipe = {k: v for k, v in config.recipe.items() if k in names}
-    args = TrainArgs(**{**recipe, "data": str(data_path), "out": ""})
+def checkpoint_val_split(config, data_path: str | None) -> FaceDataset:
+    """The validation carve that the checkpoint's recipe (``val_fraction``, ``seed``, its
+    sources) makes of ``data_path``'s train split (``None``: the recipe's own ``data``): the
+    images that picked its epoch, when ``data_path`` is the data it was trained on (checked
+    by the carve's size). Settings such as test-time augmentation are chosen here, never on
+    a test split."""
+    from .recipe import recipe_args
+
+    recipe = dict(config.recipe)
+    if not recipe:
+        raise UsageError("--split val: the checkpoint records no training recipe")
+    data = recipe.get("data") if data_path is None else str(data_path)
+    args = recipe_args(recipe, data=data, out="")
     _, val = carve_run_data(args)
     expected = config.data.get("val_images")
-    if not recipe or expected is None or expected != len(val):
-        raise UsageError(f"--split val: {data_path} is not the data this checkpoint was trained on "
+    if expected is None or expected != len(val):
+        raise UsageError(f"--split val: {data} is not the data this checkpoint was trained on "
                          f"(its recipe's validation carve has {len(val)} images, the checkpoint's had {expected})")
     return val
 
@@ -99,9 +108,34 @@ def evaluate_model(model_path: str | None, data_path: str, split: str = "test", 
                 raise
             data = load_dataset(data_path, "all")   # image folders have no test split: score everything
             split = "all"
-    probs = predict_probs(model, data.images, config, dev, batch_size=batch_size, tta=tta)
+    if split != "val":              # the val carve comes prepared; other splits in the model's frame
+        data = prepare_dataset(data, config)
+    logits = predict_logits(model, data.images, config, dev, batch_size=batch_size, tta=tta)
+    probs = probs_from_logits(logits, config.temperature)
     result = {"model": path, "model_sha256": file_sha256(path), "data": str(data_path), "split": split,
-              "tta": tta, "tta_flip": tta == "flip", **evaluate_probs(probs, data, config.classes)}
+              "tta": tta, "tta_flip": tta == "flip", "temperature": config.temperature,
+              **evaluate_probs(probs, data, config.classes)}
+    # The same probabilities before calibration, for the ECE before/after table.
+    if config.temperature != 1.0:
+        raw = probs_from_logits(logits, 1.0)
+        result["ece_uncalibrated"] = evaluate_probs(raw, data, config.classes)["ece"]
+    else:
+        raw = probs
+    fer_folder = Path(data_path) if Path(data_path).is_dir() else Path(data_path).parent
+    if split in ("test", "train") and "ferplus_majority" not in data.extra and (fer_folder / "ferplus.npz").is_file() \
+            and (fer_folder / f"{split}.npz").is_file():
+        from .data import ferplus_majority, ferplus_votes
+
+        votes = ferplus_votes(fer_folder, split, len(data))
+        data.extra["ferplus_majority"] = ferplus_majority(votes, data.classes)
+    if "ferplus_majority" in data.extra:
+        maj = np.asarray(data.extra["ferplus_majority"])
+        has = maj >= 0
+        fp = FaceDataset(data.images[has], maj[has], list(data.classes), data.groups[has], data.source)
+        m_fp = evaluate_probs(probs[has], fp, config.classes)
+        result.update(ferplus_accuracy=m_fp["accuracy"], ferplus_macro_f1=m_fp["macro_f1"], ferplus_n=m_fp["n"],
+                      ferplus_left_out=int((~has).sum()), ferplus_ece=m_fp["ece"],
+                      ferplus_ece_uncalibrated=evaluate_probs(raw[has], fp, config.classes)["ece"])
     if split == "test" and "in_train" in data.extra:
         clean = ~data.extra["in_train"].astype(bool)
         m_clean = evaluate_probs(probs[clean], data.subset(np.flatnonzero(clean)), config.classes)

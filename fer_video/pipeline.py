@@ -384,7 +384,7 @@ def analyze_video(path: str | os.PathLike, settings: Settings, *, detector, clas
                 if tf.score > tr.best_score:
                     tr.best_score = float(tf.score)
                     tr.best_crop = _thumbnail(frame.image, tf.box)
-                pending.append((raw, tf, classifier.crop(frame.image, tf.box)))
+                pending.append((raw, tf, classifier.crop(frame.image, tf.box, tf.landmarks)))
             timer.add("classify", t0)
             if len(pending) >= classifier.batch_size:
                 flush()

@@ -5,7 +5,7 @@ channels, mean/std, crop margin), so inference cannot disagree with training.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -18,21 +18,21 @@ from .recipe import TTA_MODES
 _RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
 
 
-def crop_face(image: np.ndarray, box: Sequence[float], config: ModelConfig) -> np.ndarray:
+def crop_face(image: np.ndarray, box: Sequence[float], config: ModelConfig,
+              landmarks: Optional[Sequence[Sequence[float]]] = None) -> np.ndarray:
     """Cut one face out of an RGB frame as the model expects it.
 
-    The box is made square around its centre (side = the longer box side), grown by
-    ``crop_margin`` of that side on every side, clipped to the frame (pixels outside are
-    filled by edge replication), converted to gray if the model is grayscale, and resized
-    to ``input_size``. Returns uint8 HxW (gray) or HxWx3 (colour).
+    With ``config.alignment`` and the detector's 5 landmarks, the crop is ``align_face``'s
+    (eyes levelled, eye-to-mouth distance fixed: the face frame the model was trained in).
+    Otherwise the box crop: the box is made square around its centre (side = the longer box
+    side), grown by ``crop_margin`` of that side on every side, clipped to the frame (pixels
+    outside are filled by edge replication), converted to gray if the model is grayscale,
+    and resized to ``input_size``. Returns uint8 HxW (gray) or HxWx3 (colour).
     """
+    if config.alignment and landmarks is not None:
+        return align_face(image, landmarks, config)
     h, w = image.shape[:2]
-    x1, y1, x2, y2 = (float(v) for v in box)
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    side = max(x2 - x1, y2 - y1) * (1 + 2 * config.crop_margin)
-    side = max(side, 2.0)
-    left, top = int(round(cx - side / 2)), int(round(cy - side / 2))
-    size = int(round(side))
+    left, top, size = _box_square(box, config)
     # Pad by edge replication where the square leaves the frame, so faces at the border keep their scale.
     pad = max(0, -left, -top, left + size - w, top + size - h)
     src = image
@@ -45,6 +45,84 @@ def crop_face(image: np.ndarray, box: Sequence[float], config: ModelConfig) -> n
         crop = crop.convert("L")
     crop = crop.resize((config.input_size, config.input_size), _RESAMPLE.get(config.interpolation, Image.BILINEAR))
     return np.asarray(crop)
+
+
+def _box_square(box: Sequence[float], config: ModelConfig) -> tuple[int, int, int]:
+    """(left, top, side) in frame pixels of the box crop's square."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    side = max(x2 - x1, y2 - y1) * (1 + 2 * config.crop_margin)
+    side = max(side, 2.0)
+    return int(round(cx - side / 2)), int(round(cy - side / 2)), int(round(side))
+
+
+def _eyes_mouth(landmarks: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray, float]:
+    """(eye midpoint, mouth midpoint, roll in radians) of MTCNN's 5 points
+    (left eye, right eye, nose, left mouth corner, right mouth corner; image coordinates)."""
+    pts = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
+    eye = (pts[0] + pts[1]) / 2
+    mouth = (pts[3] + pts[4]) / 2
+    d = pts[1] - pts[0]
+    return eye, mouth, float(np.arctan2(d[1], d[0]))
+
+
+def crop_transform(box: Sequence[float], landmarks: Optional[Sequence[Sequence[float]]],
+                   config: ModelConfig) -> np.ndarray:
+    """The 2x3 affine matrix that maps frame pixels to the crop's unit square (0..1 on
+    both axes) for the crop ``crop_face`` makes: the aligned one when ``config.alignment``
+    and ``landmarks`` are given, else the box crop."""
+    if config.alignment and landmarks is not None:
+        a = config.alignment
+        eye, mouth, roll = _eyes_mouth(landmarks)
+        s = float(a["em"]) / max(float(np.linalg.norm(mouth - eye)), 1e-6)
+        c, sn = np.cos(-roll) * s, np.sin(-roll) * s
+        rot = np.array([[c, -sn], [sn, c]])
+        t = np.array([float(a["eye_x"]), float(a["eye_y"])]) - rot @ eye
+        return np.hstack([rot, t[:, None]])
+    left, top, size = _box_square(box, config)
+    return np.array([[1 / size, 0, -left / size], [0, 1 / size, -top / size]])
+
+
+def align_face(image: np.ndarray, landmarks: Sequence[Sequence[float]], config: ModelConfig) -> np.ndarray:
+    """The aligned crop: a similarity transform (rotation, uniform scale, shift) that levels
+    the eyes, puts their midpoint at (``eye_x``, ``eye_y``) and makes the eye-to-mouth-midpoint
+    distance ``em`` (fractions of the crop side, from ``config.alignment``). The eye-to-mouth
+    distance sets the scale because it barely changes with head yaw, where the eye distance
+    shrinks. Pixels outside the frame are edge-replicated (as in the box crop). A face much
+    larger than the crop is first shrunk with PIL's antialiased resize, so the result is
+    filtered like a downscaled photo (as FER2013's and RAF-DB's faces were), not aliased.
+    Returns uint8 HxW (gray) or HxWx3 (colour) at ``input_size``."""
+    n = int(config.input_size)
+    m = crop_transform(None, landmarks, config) * n          # frame px -> output px
+    inv = np.linalg.inv(np.vstack([m, [0, 0, 1]]))[:2]       # output px -> frame px
+    corners = np.array([[0, 0, 1], [n, 0, 1], [0, n, 1], [n, n, 1]], dtype=np.float64) @ inv.T
+    x0, y0 = np.floor(corners.min(0)).astype(int) - 1
+    x1, y1 = np.ceil(corners.max(0)).astype(int) + 1
+    h, w = image.shape[:2]
+    # The footprint, cut from the frame and edge-padded where it leaves it.
+    cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if cx1 <= cx0 or cy1 <= cy0:       # landmarks far outside the frame: nothing to align
+        return crop_face(image, (0, 0, w, h), config)
+    region = image[cy0:cy1, cx0:cx1]
+    pads = ((cy0 - y0, y1 - cy1), (cx0 - x0, x1 - cx1))
+    if any(p for pair in pads for p in pair):
+        region = np.pad(region, pads + ((0, 0),) * (region.ndim - 2), mode="edge")
+    pil = Image.fromarray(np.ascontiguousarray(region))
+    if config.grayscale:
+        pil = pil.convert("L")
+    src_per_out = float(np.sqrt(abs(np.linalg.det(inv[:, :2]))))   # frame px per output px
+    shrink = 1.0
+    if src_per_out > 1.5:
+        shrink = src_per_out
+        pil = pil.resize((max(1, round(pil.width / shrink)), max(1, round(pil.height / shrink))), Image.BILINEAR)
+        shrink = region.shape[1] / pil.width
+    # output px -> region px (frame px minus the footprint's origin), then -> resized region px
+    a = inv.copy()
+    a[:, 2] -= (x0, y0)
+    a /= shrink
+    out = pil.transform((n, n), Image.AFFINE, data=tuple(a.reshape(-1)),
+                        resample=_RESAMPLE.get(config.interpolation, Image.BILINEAR))
+    return np.asarray(out)
 
 
 def to_tensor(batch: np.ndarray | torch.Tensor, config: ModelConfig) -> torch.Tensor:

@@ -55,6 +55,7 @@ class TrackedFace:
     time_s: float
     box: tuple[float, float, float, float]
     score: float
+    landmarks: Optional[tuple[tuple[float, float], ...]] = None  # the detection's 5 points (for alignment)
 
 
 @dataclass(frozen=True)

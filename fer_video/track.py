@@ -117,7 +117,8 @@ class FaceTracker:
             else:
                 self._advance(track, box, time_s)
             out.append(TrackedFace(face_id=track.face_id, frame_index=frame_index,
-                                   time_s=time_s, box=box, score=float(det.score)))
+                                   time_s=time_s, box=box, score=float(det.score),
+                                   landmarks=det.landmarks))
         return out
 
     def _cost_matrix(self, time_s: float, boxes) -> np.ndarray:

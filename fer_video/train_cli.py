@@ -15,8 +15,15 @@ TRAIN_EPILOG = """examples:
       --weights runs/fer2013/best.safetensors --freeze-epochs 2 --epochs 20 --lr 1e-3
   fer-video train --out runs/fer2013 --resume          # continue an interrupted run
 
+  fer-video train --data ../shared/datasets/fer2013,labels=ferplus --data ../shared/datasets/rafdb \\
+      --weights fer_video/models/fer2013_resnet50.safetensors --out runs/mix --epochs 8
+
 DATASET: a folder with one sub-folder per class (optional MANIFEST.csv with a `subject`
-column for grouped splits), a folder with FER2013 train.npz/test.npz, or Kaggle's fer2013.csv.
+column for grouped splits, or a `split` column for fixed train/test splits such as RAF-DB's),
+a folder with FER2013 train.npz/test.npz, or Kaggle's fer2013.csv. Several --data sources
+train together: ",labels=ferplus" takes FER2013's FER+ votes as soft targets, ",weight=W"
+sets a source's share of each epoch's draws (default: in proportion to its size). Each
+source keeps its own grouped validation carve; validation accuracy is their mean.
 The best epoch has the highest validation accuracy (ties: the lower validation loss), on a
 validation split carved from the training data (grouped by subject, or by duplicate image),
 never on a test split.
@@ -48,11 +55,15 @@ AVERAGE_EPILOG = """examples:
 """
 
 
-def _add_recipe_args(p: argparse.ArgumentParser, *, require_data: bool) -> None:
+def _add_recipe_args(p: argparse.ArgumentParser, *, require_data: bool, many: bool = False) -> None:
     from .recipe import TrainArgs
 
     d = {f.name: f.default for f in fields(TrainArgs) if f.name not in ("data", "out")}
-    p.add_argument("--data", required=require_data, help="dataset path (see below)")
+    if many:
+        p.add_argument("--data", action="append", metavar="PATH[,labels=ferplus][,weight=W]",
+                       help="a training source (repeat for several; see below)")
+    else:
+        p.add_argument("--data", required=require_data, help="dataset path (see below)")
     p.add_argument("--weights", default=d["weights"],
                    help="starting weights: imagenet, none, or one of our checkpoints (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=d["epochs"])
@@ -74,6 +85,17 @@ def _add_recipe_args(p: argparse.ArgumentParser, *, require_data: bool) -> None:
     p.add_argument("--seed", type=int, default=d["seed"])
     p.add_argument("--no-amp", dest="amp", action="store_false", help="train in fp32 (default: bf16/fp16 autocast)")
     p.add_argument("--max-images", type=int, default=0, help="use at most N training images (smoke runs)")
+    p.add_argument("--face-frame", choices=["auto", "none", "fer2013"], default=d["face_frame"],
+                   help="fer2013: every source warped into FER2013's face frame and inference crops "
+                        "aligned on MTCNN's landmarks to it; none: box crops; auto: the --weights "
+                        "checkpoint's frame, fer2013 from none/imagenet (default: %(default)s)")
+    p.add_argument("--augment", choices=["video", "basic"], default=d["augment"],
+                   help="video: geometry, occlusion, blur, down-and-up scaling, JPEG, light and gamma; "
+                        "basic: geometry and occlusion only (default: %(default)s)")
+    p.add_argument("--epoch-size", type=int, default=0, metavar="N",
+                   help="images drawn per epoch across the sources (default: all training images)")
+    p.add_argument("--no-calibrate", dest="calibrate", action="store_false",
+                   help="do not fit a softmax temperature on the validation carve at the end")
 
 
 def _train_args(ns: argparse.Namespace, out: str):
@@ -134,7 +156,15 @@ def _run_evaluate(ns: argparse.Namespace) -> int:
     if "accuracy_by_usage" in result:
         print("accuracy by usage: " + ", ".join(f"{u} {v['accuracy']:.4f} (n={v['n']})"
                                                 for u, v in result["accuracy_by_usage"].items()))
+    if "ferplus_accuracy" in result:
+        print(f"ferplus accuracy: {result['ferplus_accuracy']:.4f} (n={result['ferplus_n']}; "
+              f"{result['ferplus_left_out']} images without a clear FER+ majority among these classes left out)")
     print(f"macro-F1: {result['macro_f1']:.4f}")
+    cal = (f" (uncalibrated {result['ece_uncalibrated']:.4f}; temperature {result['temperature']:.3f})"
+           if "ece_uncalibrated" in result else " (temperature 1: uncalibrated)")
+    print(f"ECE: {result['ece']:.4f}{cal}")
+    if "ferplus_ece" in result:
+        print(f"ferplus ECE: {result['ferplus_ece']:.4f} (uncalibrated {result['ferplus_ece_uncalibrated']:.4f})")
     for c, pc in result["per_class"].items():
         print(f"  {c:<10} precision {pc['precision']:.4f} recall {pc['recall']:.4f} (n={pc['support']})")
     if ns.out:
@@ -155,13 +185,27 @@ def _run_average(ns: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_calibrate(ns: argparse.Namespace) -> int:
+    from .checkpoint import load_config
+    from .evaluate import _resolve_model, checkpoint_val_split
+    from .train import calibrate_checkpoint, pick_device
+
+    path = _resolve_model(ns.model)
+    val = checkpoint_val_split(load_config(path), ns.data)
+    cal = calibrate_checkpoint(path, val, pick_device(ns.device))
+    print(f"temperature {cal['temperature']:.4f} on {cal['val_images']} validation images: "
+          f"ECE {cal['ece_before']:.4f} -> {cal['ece_after']:.4f}, NLL {cal['nll_before']:.4f} -> {cal['nll_after']:.4f}; "
+          f"written to {Path(path).with_suffix('.json')}")
+    return EXIT_OK
+
+
 def register(subparsers) -> None:
     """Add the `train`, `evaluate` and `average` sub-parsers; each sets ``func(args) -> exit code``."""
     fmt = argparse.RawDescriptionHelpFormatter
     t = subparsers.add_parser("train", help="fine-tune (or train) the ResNet50 emotion classifier",
                               description="Train the emotion classifier; a checkpoint every epoch, resumable.",
                               epilog=TRAIN_EPILOG, formatter_class=fmt)
-    _add_recipe_args(t, require_data=False)
+    _add_recipe_args(t, require_data=False, many=True)
     t.add_argument("--out", required=True, help="run directory (log, metrics, checkpoints)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     t.add_argument("--keep-epochs", action="store_true",
@@ -177,6 +221,15 @@ def register(subparsers) -> None:
                    help="training images used to recompute batch-norm statistics (default: %(default)s; 0: all)")
     a.add_argument("--device", default="auto", help="auto | cpu | cuda (default: %(default)s)")
     a.set_defaults(func=_run_average)
+
+    c = subparsers.add_parser("calibrate", help="fit a checkpoint's softmax temperature on its validation carve",
+                              description="Fit the temperature T of softmax(logits / T) that minimises the "
+                                          "cross-entropy on the checkpoint's own validation carve (never a test "
+                                          "split) and store it in the checkpoint's JSON (train does this at the end).")
+    c.add_argument("--model", required=True, help="checkpoint (.safetensors/.json or run folder)")
+    c.add_argument("--data", help="the data it was trained on (default: the sources its recipe names)")
+    c.add_argument("--device", default="auto", help="auto | cpu | cuda (default: %(default)s)")
+    c.set_defaults(func=_run_calibrate)
 
     e = subparsers.add_parser("evaluate", help="score a checkpoint on a labelled face set, or cross-validate",
                               description="Accuracy, macro-F1, per-class precision/recall and the confusion matrix.",

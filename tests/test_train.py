@@ -48,7 +48,8 @@ def test_loss_falls_in_one_short_epoch(ckplus, tmp_path):
     rng = np.random.default_rng(0)
     subset = ckplus.subset(np.sort(rng.choice(len(ckplus), 32, replace=False)))
     args = TrainArgs(data="ckplus48", out=str(tmp_path / "run"), epochs=1, batch_size=8, lr=1e-4,
-                     head="linear", warmup_epochs=0, label_smoothing=0.0, class_weighting="none", log_every=0)
+                     head="linear", warmup_epochs=0, label_smoothing=0.0, class_weighting="none", log_every=0,
+                     face_frame="none")
     # Start from the exact initial weights the run will build (same seed), to measure the drop.
     torch.manual_seed(args.seed)
     config = ModelConfig(classes=subset.classes, head="linear")
@@ -67,10 +68,12 @@ def test_loss_falls_in_one_short_epoch(ckplus, tmp_path):
     saved = json.loads((run / "best.json").read_text())
     assert saved["classes"] == subset.classes and saved["input_size"] == 48
     assert saved["recipe"]["epochs"] == 1 and "val_acc" in saved["metrics"]
-    # The validation loss recorded is the plain mean -log p(true class) of the saved weights.
+    # The validation loss recorded is the plain mean -log p(true class) of the saved weights
+    # (before calibration: the temperature is fitted after the last epoch).
     val = subset.subset(np.arange(8))
     model, cfg = load_checkpoint(run / "best")   # afresh: _batch_loss ran it in train mode
-    probs = predict_probs(model, val.images, cfg, torch.device("cpu"))
+    assert cfg.temperature > 0 and "calibration" in saved["metrics"]
+    probs = predict_probs(model, val.images, cfg, torch.device("cpu"), temperature=1.0)
     expected = float(F.nll_loss(torch.log(torch.as_tensor(probs)), torch.as_tensor(val.labels)))
     assert saved["metrics"]["val_loss"] == pytest.approx(expected, rel=1e-4)
 
