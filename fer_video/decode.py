@@ -13,6 +13,7 @@ container's display rotation is applied) HxWx3 uint8 RGB.
 from __future__ import annotations
 
 import math
+import os
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, Optional
@@ -110,9 +111,21 @@ def _import_av():
     return av
 
 
+def ffmpeg_url(p) -> str:
+    """The name to hand FFmpeg for the local file ``p``: ``"file:"`` + its absolute path.
+
+    FFmpeg reads a name as ``protocol:rest`` when what precedes the first ``:`` looks like a
+    protocol, so a file named ``2024-01-01T10:30:00.mp4`` fails ("Protocol not found") and
+    one named ``file:clip.mp4`` or ``http:x.mp4`` would open another file or the network.
+    The ``file:`` protocol takes the rest verbatim, and an absolute path starts with ``/``:
+    whatever the name, FFmpeg opens exactly this file.
+    """
+    return "file:" + os.path.abspath(os.fspath(p))
+
+
 def _open_container(p: Path, av):
     try:
-        return av.open(str(p), metadata_errors="ignore")
+        return av.open(ffmpeg_url(p), metadata_errors="ignore")
     except av.error.EOFError:
         raise InputError(p, "truncated file: it ends inside the container header") from None
     except av.error.InvalidDataError:
@@ -440,7 +453,7 @@ def _count_frames_before(p: Path, start: float, av):
     first packet whose dts reaches ``start``: every later packet is presented later still.
     """
     try:
-        container = av.open(str(p), metadata_errors="ignore")
+        container = av.open(ffmpeg_url(p), metadata_errors="ignore")
     except av.error.FFmpegError:
         return None
     try:

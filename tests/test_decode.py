@@ -456,3 +456,30 @@ def test_still_frames_are_writeable_like_video_frames(tmp_path):
     assert frame.image.flags.writeable and frame.image.flags.c_contiguous
     video_frame = next(iter(sample_frames(SINGLE)))
     assert video_frame.image.flags.writeable
+
+
+# ----------------------------------------------------------------------------- names FFmpeg could take for URLs
+
+@pytest.mark.parametrize("name", ["2024-01-01T10:30:00.mp4", "http:clip.mp4", "file:copy.mp4",
+                                  "concat:a.mp4", "pipe:0.mp4"])
+def test_a_name_with_a_colon_is_a_file_not_a_url(tmp_path, monkeypatch, name):
+    """Relative names as a user types them, in the current folder: FFmpeg would read the part
+    before ':' as a protocol (missing, the network, another file, stdin)."""
+    monkeypatch.chdir(tmp_path)
+    Path(name).write_bytes(D19.read_bytes())
+    info = probe(name)
+    assert (info.width, info.height, info.codec) == (480, 480, "h264")
+    assert info.path == name
+    frames = list(sample_frames(name, fps=2, start=4.0))     # the seek path opens it twice
+    assert [round(f.time_s, 1) for f in frames[:3]] == [4.0, 4.5, 5.0]
+    assert frames[0].frame_index == 120
+
+
+def test_a_text_file_named_file_colon_clip_is_not_read_as_the_clip_beside_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("clip.mp4").write_bytes(SINGLE.read_bytes())
+    Path("file:clip.mp4").write_text("a text file, not a video\n" * 20)
+    assert "text" in _reason("file:clip.mp4")
+    with pytest.raises(InputError, match="text"):
+        sample_frames("file:clip.mp4", fps=2, start=1.0)
+    assert probe("clip.mp4").codec == "h264"
