@@ -148,25 +148,18 @@ class EmotionClassifier:
 
     # -- inference -----------------------------------------------------------------------
     def predict_crops(self, crops: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
-        """Probabilities (N x C float64) for crops made by :meth:`crop`, in batches."""
-        import torch
-
-        from .preprocess import to_tensor, tta_views
+        """Probabilities (N x C float64) for crops made by :meth:`crop`, in batches, through
+        the one prediction path (``predict.predict_probs``) that evaluate also uses."""
+        from .predict import predict_probs
 
         n = len(crops)
-        out = np.zeros((n, len(self.classes)), dtype=np.float64)
         if n == 0:
-            return out
-        model = self.model
+            return np.zeros((0, len(self.classes)), dtype=np.float64)
+        import torch
+
         with torch.inference_mode():
-            for i in range(0, n, self.batch_size):
-                chunk = np.stack([np.asarray(c) for c in crops[i:i + self.batch_size]])
-                x = to_tensor(chunk, self.config).to(self.device)
-                views = tta_views(x, self.tta)
-                t = self.config.temperature   # calibrated on the validation carve (1.0: none)
-                p = sum(softmax64(model(v).float().cpu().numpy() / t) for v in views) / len(views)
-                out[i:i + len(chunk)] = p / p.sum(axis=1, keepdims=True)
-        return out
+            return predict_probs(self.model, np.stack([np.asarray(c) for c in crops]), self.config, self.device,
+                                 batch_size=self.batch_size, tta=self.tta)
 
     def predict(self, image: np.ndarray, boxes: Iterable[Sequence[float]]) -> np.ndarray:
         """Probabilities (N x C) for the N face boxes of one RGB frame."""

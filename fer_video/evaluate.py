@@ -115,6 +115,8 @@ def evaluate_model(model_path: str | None, data_path: str, split: str = "test", 
     result = {"model": path, "model_sha256": file_sha256(path), "data": str(data_path), "split": split,
               "tta": tta, "tta_flip": tta == "flip", "temperature": config.temperature,
               **evaluate_probs(probs, data, config.classes)}
+    result["probabilities"] = {"classes": list(config.classes), "labels": [data.classes[i] for i in data.labels],
+                               "probs": probs}
     # The same probabilities before calibration, for the ECE before/after table.
     if config.temperature != 1.0:
         raw = probs_from_logits(logits, 1.0)
@@ -197,7 +199,15 @@ def write_outputs(result: dict, out_dir: str | Path) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "metrics.json"]
+    preds = result.get("probabilities")
+    result = {k: v for k, v in result.items() if k != "probabilities"}
     atomic_write_text(written[0], json.dumps(result, indent=2) + "\n")
+    if preds is not None:
+        lines = ["index,label," + ",".join(preds["classes"])]
+        lines += [f"{i},{lbl}," + ",".join(f"{v:.6f}" for v in row)
+                  for i, (lbl, row) in enumerate(zip(preds["labels"], preds["probs"]))]
+        atomic_write_text(out / "predictions.csv", "\n".join(lines) + "\n")
+        written.append(out / "predictions.csv")
     if "confusion" in result:
         classes, cm = result["classes"], np.array(result["confusion"])
         lines = ["true\\pred," + ",".join(classes)]

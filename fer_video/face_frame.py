@@ -66,7 +66,7 @@ def prepare_images(data, config: ModelConfig) -> np.ndarray:
     (``config.alignment``) and input size. Measures the dataset's frame when unknown (and
     records it on ``data.frame``)."""
     from .preprocess import align_face
-    from .train import resize_batch
+    from .predict import resize_batch
 
     images = data.images
     if not config.alignment:

@@ -28,7 +28,8 @@ from .checkpoint import (CheckpointError, ModelConfig, checkpoint_paths, file_sh
 from .data import FER2013_FRAME, FaceDataset, grouped_split
 from .errors import SetupError, UsageError
 from .model import EmotionNet, WeightsUnavailable, build_model, load_imagenet_backbone
-from .preprocess import to_tensor, tta_views
+from .predict import predict_logits, predict_probs, probs_from_logits, resize_batch  # noqa: F401 (re-exported)
+from .preprocess import to_tensor
 from .recipe import TrainArgs  # also re-exported: fer_video.train.TrainArgs
 from .sources import draw_weights, epoch_indices, load_sources, model_classes, source_specs, to_classes
 
@@ -171,15 +172,6 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weight: torc
     return num / den
 
 
-def resize_batch(images: np.ndarray, size: int) -> np.ndarray:
-    """uint8 N,H,W -> N,size,size (bilinear, via PIL for the same kernel as inference)."""
-    if images.shape[1] == size and images.shape[2] == size:
-        return images
-    from PIL import Image
-
-    return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR)) for im in images])
-
-
 # ---------------------------------------------------------------- metrics
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarray:
     cm = np.zeros((n, n), dtype=np.int64)
@@ -256,39 +248,6 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
             d = lo + g * (hi - lo)
             fd = loss(d)
     return float(math.exp((lo + hi) / 2))
-
-
-@torch.no_grad()
-def predict_logits(model: torch.nn.Module, images: np.ndarray, config: ModelConfig, device: torch.device,
-                   batch_size: int = 256, tta: str = "none") -> np.ndarray:
-    """Logits (V x N x C float64: one slice per ``tta_views`` view) for uint8 face crops."""
-    model.eval()
-    images = resize_batch(images, config.input_size)
-    out = []
-    for i in range(0, len(images), batch_size):
-        x = to_tensor(images[i:i + batch_size], config).to(device)
-        views = tta_views(x, tta)
-        out.append(np.stack([model(v.contiguous(memory_format=torch.channels_last)).float().double().cpu().numpy()
-                             for v in views]))
-    n_views = len(tta_views(torch.zeros(1, 1, 4, 4), tta))
-    return np.concatenate(out, axis=1) if out else np.zeros((n_views, 0, len(config.classes)))
-
-
-def probs_from_logits(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Mean over views (axis 0) of softmax(logits / temperature), float64."""
-    z = np.asarray(logits, dtype=np.float64) / float(temperature)
-    z = z - z.max(-1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(-1, keepdims=True)).mean(0)
-
-
-def predict_probs(model: torch.nn.Module, images: np.ndarray, config: ModelConfig, device: torch.device,
-                  batch_size: int = 256, tta: str = "none", temperature: float | None = None) -> np.ndarray:
-    """Softmax probabilities (N x C, float64) for uint8 face crops already at any size, at the
-    checkpoint's calibrated temperature (``config.temperature``, or ``temperature``); with
-    ``tta``, the mean of the softmax outputs over ``tta_views``."""
-    t = config.temperature if temperature is None else temperature
-    return probs_from_logits(predict_logits(model, images, config, device, batch_size, tta), t)
 
 
 # ---------------------------------------------------------------- training
