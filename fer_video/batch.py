@@ -47,15 +47,20 @@ def discover(paths: Sequence[str | os.PathLike], recursive: bool = False,
     """Inputs to analyse, in a deterministic order, and whether this is a batch.
 
     A file argument is taken whatever its extension (a bad one fails with a reason); a
-    folder contributes its video/image files (sorted; sub-folders with ``recursive``;
-    hidden files and the output folder are skipped). A missing path -> ``UsageError``.
+    folder contributes every entry named like a video or image (sorted; sub-folders with
+    ``recursive``; hidden files and the output folder are skipped). An entry so named
+    that is not a regular file (a FIFO, device or socket, a broken or looping symbolic
+    link, a folder not walked: any folder without ``recursive``, a linked one with it) is
+    still an input: it fails with its reason in ``summary.csv`` instead of silently going
+    missing. A missing path -> ``UsageError`` (a broken symbolic link given as an argument
+    is an input that fails).
     """
     out_abs = Path(out_root).resolve() if out_root is not None else None
     found: list[tuple[str, str]] = []     # (path, wanted subdir)
     batch = len(paths) > 1
     for arg in paths:
         p = Path(arg)
-        if not p.exists():
+        if not os.path.lexists(p):
             raise UsageError(f"no such file or directory: {arg}")
         if p.is_dir():
             batch = True
@@ -65,10 +70,14 @@ def discover(paths: Sequence[str | os.PathLike], recursive: bool = False,
                     root_p = Path(root)
                     dirs[:] = sorted(d for d in dirs if not d.startswith(".")
                                      and (out_abs is None or (root_p / d).resolve() != out_abs))
+                    # a symbolic link to a folder is listed in dirs but not walked: it is an
+                    # input like any other entry named like a video (and fails as a folder)
                     candidates.extend(root_p / f for f in files)
+                    candidates.extend(root_p / d for d in dirs if (root_p / d).is_symlink())
             else:
-                candidates = [c for c in p.iterdir() if c.is_file()]
-            media = sorted((c for c in candidates if _is_media(c) and c.is_file()),
+                candidates = [c for c in p.iterdir()
+                              if out_abs is None or Path(os.path.realpath(c)) != out_abs]
+            media = sorted((c for c in candidates if _is_media(c)),
                            key=lambda c: c.relative_to(p).as_posix())
             for c in media:
                 rel = c.relative_to(p)
@@ -97,7 +106,8 @@ def _assign_subdirs(found: list[tuple[str, str]]) -> list[Job]:
         real = os.path.realpath(path)
         if real in seen_paths:          # the same file named twice: analyse it once
             continue
-        seen_paths.add(real)
+        if os.path.isfile(real):        # (every other entry fails on its own, with its name)
+            seen_paths.add(real)
         if counts[key(sub)] > 1:
             ext = Path(path).suffix.lower().lstrip(".")
             sub = f"{sub}_{ext}" if ext else sub

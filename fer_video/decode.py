@@ -12,8 +12,10 @@ container's display rotation is applied) HxWx3 uint8 RGB.
 """
 from __future__ import annotations
 
+import errno
 import math
 import os
+import stat
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, Optional
@@ -47,7 +49,8 @@ def probe(path) -> VideoInfo:
     Decodes the first video frame: that proves the stream can be decoded and gives the
     display rotation (PyAV exposes the display matrix on frames, not on streams).
 
-    Raises ``InputError`` for: a missing path or a directory, a zero-byte file, a file that
+    Raises ``InputError`` for: a missing path or a directory, anything but a regular file
+    (a FIFO, device or socket, a broken or looping symbolic link), a zero-byte file, a file that
     is not a recognised video/image (e.g. text named ``.mp4``), a corrupt or truncated
     container, a file with no video stream (audio only; cover art does not count), or a
     video stream of which not one frame can be decoded.
@@ -84,22 +87,62 @@ def probe(path) -> VideoInfo:
 
 
 def _check_file(path) -> Path:
+    """``path`` as a Path if it names a non-empty regular file this process can read.
+
+    Only regular files are opened (a symbolic link counts as its target): a FIFO would
+    block ``open()`` until someone writes to it, a device or socket is not a video, and
+    a directory only looks like one by its name. The file is opened non-blocking and
+    checked again on the open descriptor, so a FIFO put in its place meanwhile cannot
+    hang the run either. Every refusal is an ``InputError`` with a one-line reason.
+    """
     p = Path(path)
-    if not p.exists():
-        raise InputError(p, "file not found")
-    if p.is_dir():
-        raise InputError(p, "is a directory, not a video file")
     try:
-        size = p.stat().st_size
-        with open(p, "rb"):
-            pass
+        st = os.stat(p)
+    except FileNotFoundError:
+        if os.path.islink(p):
+            raise InputError(p, f"broken symbolic link: its target {os.readlink(p)} "
+                                "does not exist") from None
+        raise InputError(p, "file not found") from None
+    except PermissionError:
+        raise InputError(p, "permission denied") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise InputError(p, "symbolic link loop: the link leads back to itself") from None
+        raise InputError(p, f"cannot read file: {e.strerror or e}") from None
+    _check_regular(p, st)        # before opening: opening a FIFO or a device is not harmless
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except PermissionError:
         raise InputError(p, "permission denied") from None
     except OSError as e:
         raise InputError(p, f"cannot read file: {e.strerror or e}") from None
-    if size == 0:
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    _check_regular(p, st)
+    if st.st_size == 0:
         raise InputError(p, "empty file (0 bytes)")
     return p
+
+
+def _check_regular(p: Path, st: os.stat_result) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(p, "is a directory, not a video file")
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(p, f"not a regular file: {_file_kind(st.st_mode)}")
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "an unknown kind of file"
 
 
 def _import_av():

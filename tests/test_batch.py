@@ -155,3 +155,50 @@ def test_progress_bars_and_summary_table(samples, settings_for, tmp_path, capsys
     assert "inputs" in err                                   # the folder bar
     assert "fer-video summary" in out and "no face" in out and "1:" in out
     assert (tmp_path / "summary.csv").is_file() and (tmp_path / "index.html").is_file()
+
+
+def _odd_entries(d: Path) -> None:
+    """Entries named like videos that are not regular files."""
+    (d / "folder.mp4").mkdir()
+    os.symlink(d / "gone.mp4", d / "broken.mp4")
+    os.symlink(d / "loop.mp4", d / "loop.mp4")
+    os.mkfifo(d / "pipe.mp4")
+    os.symlink("/dev/null", d / "null.mp4")
+
+
+def test_discover_lists_entries_that_are_not_regular_files(tmp_path):
+    touch(tmp_path, "a.mp4", "sub/b.mp4")
+    _odd_entries(tmp_path)
+    os.symlink(tmp_path / "sub", tmp_path / "linked_dir.mp4")
+    jobs, _ = discover([tmp_path])
+    assert [Path(j.path).name for j in jobs] == [
+        "a.mp4", "broken.mp4", "folder.mp4", "linked_dir.mp4", "loop.mp4", "null.mp4", "pipe.mp4"]
+    jobs, _ = discover([tmp_path], recursive=True)   # folder.mp4 is walked: a folder, not an input
+    assert [j.out_subdir for j in jobs] == [
+        "a", "broken", "linked_dir", "loop", "null", "pipe", "sub/b"]
+    jobs, _ = discover([tmp_path / "broken.mp4"])    # a broken link given directly is an input too
+    assert [j.out_subdir for j in jobs] == ["broken"]
+
+
+@pytest.mark.slow
+def test_entries_that_are_not_regular_files_fail_in_the_summary(tmp_path, samples, settings_for,
+                                                                capsys):
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "clip.mp4").write_bytes((samples / "pyfeat_single_face.mp4").read_bytes())
+    _odd_entries(d)
+    out = tmp_path / "out"
+    assert run_batch([d], settings_for(fps=1.0), out_root=out, quiet=True) == 1
+    err = capsys.readouterr().err
+    assert_no_traceback(err)
+    rows = {Path(r["input"]).name: r for r in csv.DictReader(open(out / "summary.csv", newline=""))}
+    assert rows.pop("clip.mp4")["status"] == "ok"
+    assert {name: r["reason"] for name, r in rows.items()} == {
+        "broken.mp4": f"broken symbolic link: its target {d / 'gone.mp4'} does not exist",
+        "folder.mp4": "is a directory, not a video file",
+        "loop.mp4": "symbolic link loop: the link leads back to itself",
+        "null.mp4": "not a regular file: a character device",
+        "pipe.mp4": "not a regular file: a FIFO (named pipe)",
+    }
+    assert all(r["status"] == "failed" and r["report"] == "" for r in rows.values())
+    assert len([ln for ln in err.splitlines() if ln.startswith("error: ")]) == 5

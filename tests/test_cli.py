@@ -176,3 +176,24 @@ def test_subprocess_user_error_has_no_traceback(tmp_path):
     assert p.returncode == 2
     assert "nope.mp4" in one_line(p.stderr)
     assert p.stdout == ""
+
+
+@pytest.mark.slow
+def test_a_fifo_given_directly_fails_at_once_instead_of_hanging(capsys, model_path, tmp_path):
+    import threading
+
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    codes = []
+    t = threading.Thread(target=lambda: codes.append(main([
+        "analyze", str(fifo), "--model", str(model_path), "--device", "cpu",
+        "--out", str(tmp_path / "out"), "-q"])), daemon=True)
+    t.start()
+    t.join(300)
+    if t.is_alive():          # blocked in open(): a writer coming and going releases it
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        t.join(60)
+        pytest.fail("analyze blocked opening a FIFO")
+    assert codes == [1]
+    line = one_line(capsys.readouterr().err)
+    assert "pipe.mp4" in line and "FIFO" in line

@@ -483,3 +483,51 @@ def test_a_text_file_named_file_colon_clip_is_not_read_as_the_clip_beside_it(tmp
     with pytest.raises(InputError, match="text"):
         sample_frames("file:clip.mp4", fps=2, start=1.0)
     assert probe("clip.mp4").codec == "h264"
+
+
+# ----------------------------------------------------------------------------- not regular files
+
+def test_a_fifo_is_refused_without_blocking_in_open(tmp_path):
+    import threading
+
+    path = tmp_path / "pipe.mp4"
+    os.mkfifo(path)
+    reasons = []
+
+    def target():
+        try:
+            probe(path)
+        except InputError as e:
+            reasons.append(e.reason)
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(20)
+    if t.is_alive():          # blocked in open(): a writer coming and going releases it
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        t.join(20)
+        pytest.fail("probe() blocked opening a FIFO")
+    assert reasons == ["not a regular file: a FIFO (named pipe)"]
+
+
+def test_devices_sockets_and_broken_or_looping_links_are_refused(tmp_path):
+    import socket
+
+    (tmp_path / "folder.mp4").mkdir()
+    os.symlink(tmp_path / "gone.mp4", tmp_path / "broken.mp4")
+    os.symlink(tmp_path / "loop.mp4", tmp_path / "loop.mp4")
+    os.symlink("/dev/null", tmp_path / "null.mp4")
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(str(tmp_path / "s.mp4"))
+        assert _reason(tmp_path / "s.mp4") == "not a regular file: a socket"
+    finally:
+        sock.close()
+    assert _reason(tmp_path / "folder.mp4") == "is a directory, not a video file"
+    assert _reason(tmp_path / "broken.mp4") == (
+        f"broken symbolic link: its target {tmp_path / 'gone.mp4'} does not exist")
+    assert _reason(tmp_path / "loop.mp4") == "symbolic link loop: the link leads back to itself"
+    assert _reason(tmp_path / "null.mp4") == "not a regular file: a character device"
+    # a link to a real clip is its target
+    os.symlink(SINGLE, tmp_path / "link.mp4")
+    assert probe(tmp_path / "link.mp4").codec == "h264"
