@@ -5,6 +5,10 @@ The test-split figures (from `fer-video evaluate ... --out RUN/eval_test`) are c
 the config's `metrics`, next to the validation figures that chose the epoch.
 
     python bench/export_default_model.py RUN_DIR [--checkpoint best|averaged] [--name fer2013_resnet50]
+        [--table TABLE.json]
+
+``--table`` copies the test figures of ``bench/accuracy_table.py --json`` (its row for this
+checkpoint) into ``metrics["public_test"]``.
 
 Test figures are read from RUN/eval_test and RUN/eval_test_tta for `best` (written by the
 training scripts), and from RUN/eval_test_NAME[_tta] for any checkpoint NAME
@@ -27,6 +31,7 @@ def main() -> int:
     ap.add_argument("run", type=Path)
     ap.add_argument("--checkpoint", default="best", help="which checkpoint of the run (default: best)")
     ap.add_argument("--name", default="fer2013_resnet50")
+    ap.add_argument("--table", type=Path, help="bench/accuracy_table.py --json output for this checkpoint")
     a = ap.parse_args()
     import torch
 
@@ -60,8 +65,22 @@ def main() -> int:
     if args_file.is_file():
         started = json.loads(args_file.read_text())
         config.recipe.update({k: v for k, v in started.items() if k in config.recipe and k != "start"})
-    config.data["name"] = "FER2013 (Kaggle ICML 2013 challenge), train split minus a 10% validation carve"
-    config.data["licence"] = "research / non-commercial use only"
+    names = {"fer2013": "FER2013 (Kaggle ICML 2013 challenge), original labels",
+             "fer2013+ferplus": "FER2013 images with the FER+ crowd votes (Barsoum et al. 2016) as soft labels",
+             "rafdb": "RAF-DB basic (Li, Deng and Du, CVPR 2017), official train split"}
+    licences = {"fer2013": "FER2013: research / non-commercial use only",
+                "fer2013+ferplus": "FER2013 images: research / non-commercial use only; FER+ label file: MIT",
+                "rafdb": "RAF-DB: non-commercial research only, not redistributable"}
+    sources = [s["name"] for s in config.data.get("sources", [])] or ["fer2013"]
+    config.data["name"] = "; ".join(names.get(n, n) for n in sources) + " (each minus a 10% validation carve)"
+    config.data["licence"] = "research / non-commercial use only (" + "; ".join(licences.get(n, n) for n in sources) + ")"
+    if a.table:
+        rows = json.loads(a.table.read_text())
+        row = next((r for r in rows if Path(r["model"]).resolve() == (a.run / f"{a.checkpoint}.safetensors").resolve()),
+                   rows[0] if len(rows) == 1 else None)
+        if row is None:
+            sys.exit(f"{a.table}: no row for {a.run / a.checkpoint}")
+        config.metrics["public_test"] = {k: v for k, v in row.items() if k != "model"}
     w, c = save_checkpoint(model, config, REPO / "fer_video" / "models" / a.name, dtype=torch.float16)
     print(f"wrote {w} ({w.stat().st_size / 1e6:.1f} MB) and {c}")
     print(json.dumps(config.metrics, indent=2))

@@ -56,46 +56,15 @@ AVERAGE_EPILOG = """examples:
 
 
 def _add_recipe_args(p: argparse.ArgumentParser, *, require_data: bool, many: bool = False) -> None:
-    from .recipe import TrainArgs
+    """--data, then one option per recipe field (fer_video.recipe.TrainArgs: written once there)."""
+    from .recipe import add_recipe_options
 
-    d = {f.name: f.default for f in fields(TrainArgs) if f.name not in ("data", "out")}
     if many:
         p.add_argument("--data", action="append", metavar="PATH[,labels=ferplus][,weight=W]",
                        help="a training source (repeat for several; see below)")
     else:
         p.add_argument("--data", required=require_data, help="dataset path (see below)")
-    p.add_argument("--weights", default=d["weights"],
-                   help="starting weights: imagenet, none, or one of our checkpoints (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=d["epochs"])
-    p.add_argument("--batch-size", type=int, default=d["batch_size"])
-    p.add_argument("--lr", type=float, default=d["lr"], help="peak learning rate of the head (default: %(default)s)")
-    p.add_argument("--backbone-lr-mult", type=float, default=d["backbone_lr_mult"],
-                   help="backbone LR = lr x this, when starting from pretrained weights")
-    p.add_argument("--weight-decay", type=float, default=d["weight_decay"])
-    p.add_argument("--img-size", type=int, default=d["img_size"])
-    p.add_argument("--head", choices=["seed", "linear"], default=d["head"],
-                   help="seed: Conv-MaxPool-BN-Dropout-Flatten-Dense (founding note); linear: avg-pool + linear")
-    p.add_argument("--stem", choices=["imagenet", "small"], default=d["stem"])
-    p.add_argument("--freeze-epochs", type=int, default=d["freeze_epochs"],
-                   help="epochs with the backbone frozen before fine-tuning it (pretrained starts)")
-    p.add_argument("--label-smoothing", type=float, default=d["label_smoothing"])
-    p.add_argument("--class-weighting", choices=["none", "sqrt", "inverse"], default=d["class_weighting"])
-    p.add_argument("--val-fraction", type=float, default=d["val_fraction"])
-    p.add_argument("--device", default=d["device"], help="auto | cpu | cuda (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=d["seed"])
-    p.add_argument("--no-amp", dest="amp", action="store_false", help="train in fp32 (default: bf16/fp16 autocast)")
-    p.add_argument("--max-images", type=int, default=0, help="use at most N training images (smoke runs)")
-    p.add_argument("--face-frame", choices=["auto", "none", "fer2013"], default=d["face_frame"],
-                   help="fer2013: every source warped into FER2013's face frame and inference crops "
-                        "aligned on MTCNN's landmarks to it; none: box crops; auto: the --weights "
-                        "checkpoint's frame, fer2013 from none/imagenet (default: %(default)s)")
-    p.add_argument("--augment", choices=["video", "basic"], default=d["augment"],
-                   help="video: geometry, occlusion, blur, down-and-up scaling, JPEG, light and gamma; "
-                        "basic: geometry and occlusion only (default: %(default)s)")
-    p.add_argument("--epoch-size", type=int, default=0, metavar="N",
-                   help="images drawn per epoch across the sources (default: all training images)")
-    p.add_argument("--no-calibrate", dest="calibrate", action="store_false",
-                   help="do not fit a softmax temperature on the validation carve at the end")
+    add_recipe_options(p, train=many)
 
 
 def _train_args(ns: argparse.Namespace, out: str):
@@ -207,9 +176,6 @@ def register(subparsers) -> None:
                               epilog=TRAIN_EPILOG, formatter_class=fmt)
     _add_recipe_args(t, require_data=False, many=True)
     t.add_argument("--out", required=True, help="run directory (log, metrics, checkpoints)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
-    t.add_argument("--keep-epochs", action="store_true",
-                   help="also keep every epoch's weights as epoch_NNN.* (for fer-video average)")
     t.set_defaults(func=_run_train)
 
     a = subparsers.add_parser("average", help="average the weights of a run's last epochs (checkpoint averaging)",

@@ -301,3 +301,25 @@ def test_bad_kaggle_csv_row_gives_a_one_line_error(tmp_path, bad_row, message):
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert message in r.stderr and "line 3" in r.stderr
+
+
+def test_every_recipe_field_is_a_train_option_defined_once():
+    """The train parser is built from TrainArgs: every field but data/out has its option, with
+    the field's default, so the CLI cannot lag behind the recipe (--warmup-epochs once did)."""
+    import argparse
+    from dataclasses import MISSING, fields
+
+    from fer_video import train_cli
+
+    root = argparse.ArgumentParser()
+    train_cli.register(root.add_subparsers())
+    ns = root.parse_args(["train", "--out", "x", "--data", "d"])
+    for f in fields(TrainArgs):
+        if f.default is MISSING:
+            continue
+        assert hasattr(ns, f.name), f.name
+        assert getattr(ns, f.name) == f.default, f.name
+    ns = root.parse_args(["train", "--out", "x", "--data", "a", "--data", "b,labels=ferplus", "--warmup-epochs",
+                          "0.5", "--no-calibrate", "--face-frame", "none"])
+    assert ns.data == ["a", "b,labels=ferplus"] and ns.warmup_epochs == 0.5
+    assert ns.calibrate is False and ns.face_frame == "none"
