@@ -5,8 +5,8 @@ The project's detector (MTCNN, ``fer_video.detect.FaceDetector``) is run on a sa
 each training set, upsampled so that its 12-px window sees the face (48 px -> 144 px,
 RAF-DB's 100 px -> 200 px), and on real video frames; every landmark is written in the
 unit square of the crop (0,0 top-left, 1,1 bottom-right). For video the crop is the one
-inference makes: the box-based crop (``preprocess.crop_face``) or, with ``--aligned``, the
-landmark alignment of the model's config (``preprocess.align_face``).
+inference makes: the box crop (square box + margin) and the landmark-aligned crop
+(``preprocess.align_face``) in the model's frame (FER2013's when the model has none).
 
 Printed per set: how many faces were found, then the mean (and SD) of the eye midpoint
 (x, y), the mouth midpoint y, the eye-to-mouth distance (``em``: from the eye midpoint to
@@ -88,13 +88,19 @@ def sample(n: int, total: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(total)[:n])
 
 
-def video_crops(det: FaceDetector, aligned: bool, n_frames: int) -> tuple[list[dict], int]:
-    """Landmarks of the largest face of sampled frames, mapped into the inference crop."""
+def video_crops(det: FaceDetector, aligned: bool, n_frames: int, model: str | None) -> tuple[list[dict], int]:
+    """Landmarks of the largest face of sampled frames, mapped into the inference crop of
+    ``model``'s config (``aligned``: its alignment, or FER2013's frame if it has none)."""
+    import dataclasses
+
     from fer_video.checkpoint import default_model_path, load_config
+    from fer_video.data import FER2013_FRAME
     from fer_video.decode import sample_frames
     from fer_video.preprocess import crop_transform
 
-    config = load_config(default_model_path())
+    config = load_config(model or default_model_path())
+    if aligned and not config.alignment:
+        config = dataclasses.replace(config, alignment=dict(FER2013_FRAME))
     rows, tried = [], 0
     for clip in VIDEO_CLIPS:
         path = SHARED / "videos" / clip
@@ -119,6 +125,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=400, help="images per training set (default: %(default)s)")
     ap.add_argument("--frames", type=int, default=20, help="frames per clip (default: %(default)s)")
     ap.add_argument("--json", help="also write the summaries here")
+    ap.add_argument("--model", help="checkpoint whose crop config is used (default: the shipped model)")
     a = ap.parse_args()
     det = FaceDetector(min_face=30, threshold=0.8)
     out = []
@@ -137,7 +144,7 @@ def main() -> int:
         out.append(summarise(name, training_set(det, imgs, up), len(pick)))
         show(out[-1])
     for aligned in (False, True):
-        rows, tried = video_crops(det, aligned, a.frames)
+        rows, tried = video_crops(det, aligned, a.frames, a.model)
         out.append(summarise("video, aligned crop" if aligned else "video, box crop", rows, tried))
         show(out[-1])
     if a.json:
