@@ -26,7 +26,8 @@ def analyze(path: str | os.PathLike, *, out: str | os.PathLike | None = None, **
     ``smoothing_window_s``, ``min_segment_s``, ``min_track``, ...). Returns the per-frame
     table (one row per face per sampled frame, pandas DataFrame) and the per-face summaries
     (list of :class:`fer_video.records.FaceSummary`). Files are written only when ``out`` is
-    given: ``<out>/<stem>/<stem>.{frames.csv,html,json}``, as the CLI does.
+    given: ``<out>/<stem>/<stem>.{frames.csv,html,json}``, as the CLI does (a very long
+    stem shortened with a hash, :func:`fer_video.batch.report_stem`).
 
     Raises ``UsageError`` (bad setting, missing path), ``SetupError`` (model) or
     ``InputError`` (unreadable input) — all ``fer_video.errors.FerVideoError``.
@@ -42,8 +43,11 @@ def analyze(path: str | os.PathLike, *, out: str | os.PathLike | None = None, **
     if p.is_dir():
         raise UsageError(f"{path} is a folder: analyze() takes one video or image "
                          "(for folders use the CLI or fer_video.batch.run_batch)")
+    from .batch import report_stem
+
     detector, classifier = load_models(s)
-    out_dir = Path(out) / p.stem if out is not None else None
+    stem = report_stem(p.stem)
+    out_dir = Path(out) / stem if out is not None else None
     result = analyze_video(p, s, detector=detector, classifier=classifier, out_dir=out_dir,
-                           stem=p.stem)
+                           stem=stem)
     return result.frames(), result.faces

@@ -6,7 +6,9 @@ Layout under the output root (``--out``, default ``reports/``):
 * an input found in a folder argument at ``sub/dir/clip.mp4`` -> ``<out>/sub/dir/clip/...``
   (the relative sub-path is mirrored, so equal names in different folders never collide);
 * two inputs that would still share a folder (``clip.mp4`` and ``clip.mov``) get
-  ``clip_mp4`` / ``clip_mov``.
+  ``clip_mp4`` / ``clip_mov``;
+* a stem too long to name the report files (:func:`report_stem`) is shortened, with a
+  hash of the whole stem, so that long names still get reports and never share one.
 
 For a folder (or several inputs) ``summary.csv`` and ``index.html`` are written at the
 output root. A report is complete when its JSON, written last, exists: a rerun skips
@@ -14,6 +16,7 @@ complete inputs unless ``overwrite``, so an interrupted batch resumes where it s
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +33,40 @@ IMAGE_EXTENSIONS = frozenset({
     ".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif",
 })
 MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS
+
+
+# A file name has at most 255 bytes (NAME_MAX); the longest made from a stem is the
+# temporary ".<stem>.frames.csv.<pid>.tmp" (24 bytes more), and a clash adds "_<ext>_<n>".
+MAX_STEM_BYTES = 180
+_HASH_CHARS = 10
+
+
+def report_stem(stem: str) -> str:
+    """The stem of an input's report folder and files: ``stem`` itself when it has at most
+    ``MAX_STEM_BYTES`` bytes (in the file-system encoding), else its longest prefix that
+    leaves room for ``~`` and the first 10 hex digits of the SHA-256 of the whole stem.
+
+    So a 250-character name (which fits a file name, but not ``<stem>.frames.csv``'s
+    temporary file) still gets a report, always the same one (a rerun finds it), and two
+    long names that differ only after the prefix get different ones.
+    """
+    raw = os.fsencode(stem)
+    if len(raw) <= MAX_STEM_BYTES:
+        return stem
+    budget = MAX_STEM_BYTES - 1 - _HASH_CHARS
+    prefix, used = [], 0
+    for ch in stem:
+        n = len(os.fsencode(ch))
+        if used + n > budget:
+            break
+        prefix.append(ch)
+        used += n
+    return "".join(prefix) + "~" + hashlib.sha256(raw).hexdigest()[:_HASH_CHARS]
+
+
+def _subdir(rel: Path) -> str:
+    """The output sub-folder of an input at ``rel`` (relative to its folder argument)."""
+    return (rel.parent / report_stem(rel.stem)).as_posix()
 
 
 @dataclass(frozen=True)
@@ -81,9 +118,9 @@ def discover(paths: Sequence[str | os.PathLike], recursive: bool = False,
                            key=lambda c: c.relative_to(p).as_posix())
             for c in media:
                 rel = c.relative_to(p)
-                found.append((str(c), rel.with_suffix("").as_posix()))
+                found.append((str(c), _subdir(rel)))
         else:
-            found.append((str(p), p.stem))
+            found.append((str(p), report_stem(p.stem)))
     if not found:
         where = ", ".join(str(a) for a in paths)
         hint = "" if recursive else " (use --recursive to search sub-folders)"

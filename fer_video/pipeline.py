@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from .batch import report_stem
 from .errors import FerVideoError, InputError, SetupError, UsageError
 from .records import FacePrediction, FaceSummary, VideoInfo
 from .settings import Settings
@@ -292,7 +293,8 @@ def analyze_video(path: str | os.PathLike, settings: Settings, *, detector, clas
 
     ``detector``: a ``detect.FaceDetector``; ``classifier``: a ``classify.EmotionClassifier``.
     Writes ``<stem>.frames.csv``, ``<stem>.html`` and, last, ``<stem>.json`` into ``out_dir``
-    when it is given (``stem`` defaults to the input's file stem). Raises ``InputError`` for
+    when it is given (``stem`` defaults to the input's file stem, shortened as
+    :func:`fer_video.batch.report_stem` does). Raises ``InputError`` for
     an unreadable input. A video without faces is a valid, empty result.
     """
     from .decode import probe, sample_frames
@@ -460,7 +462,8 @@ def analyze_video(path: str | os.PathLike, settings: Settings, *, detector, clas
                          wall_s=time.perf_counter() - t_start, n_samples=n_samples,
                          sample_step_s=step)
     if out_dir is not None:
-        result.outputs = write_outputs(result, out_dir, stem or Path(path).stem, timer=timer)
+        result.outputs = write_outputs(result, out_dir, stem or report_stem(Path(path).stem),
+                                       timer=timer)
     result.wall_s = time.perf_counter() - t_start
     return result
 
@@ -620,7 +623,7 @@ def job(input_path: str | os.PathLike, out_root: str | os.PathLike, settings: Se
     from .report import SummaryRow
 
     input_path = str(input_path)
-    sub = out_subdir or Path(input_path).stem
+    sub = out_subdir or report_stem(Path(input_path).stem)
     out_dir = Path(out_root) / sub
     stem = Path(sub).name
     paths = output_paths(out_dir, stem)

@@ -7,8 +7,6 @@ network access, charts are inline SVG generated here, thumbnails inline base64 J
 from __future__ import annotations
 
 import base64
-import csv
-import io
 import json
 import math
 import os
@@ -22,7 +20,7 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup, escape
 
-from .atomic import atomic_path, atomic_write_text
+from .atomic import atomic_write_text
 from .records import FacePrediction, FaceSummary, VideoInfo
 
 REPORT_SCHEMA_VERSION = 1
@@ -73,7 +71,11 @@ _PROB_FORMAT = "{:.6f}"
 
 
 def write_frames_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write the frames table: times 3 decimals, boxes 1, det_score 4, probabilities 6."""
+    """Write the frames table: times 3 decimals, boxes 1, det_score 4, probabilities 6.
+
+    The text cells (the header, whose class columns are named by the model's classes, and
+    the ``emotion`` column) are written as :func:`csv_text` makes them; numbers as they are.
+    """
     out = df.copy()
     for col in out.columns:
         if col in ("frame_index", "face_id", "emotion"):
@@ -81,8 +83,44 @@ def write_frames_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
         fmt = _CSV_FORMATS.get(col, _PROB_FORMAT)
         if pd.api.types.is_float_dtype(out[col]) or len(out) == 0:
             out[col] = [fmt.format(v) for v in out[col]]
-    with atomic_path(path) as tmp:
-        out.to_csv(tmp, index=False, lineterminator="\n")
+    text_col = list(out.columns).index("emotion") if "emotion" in out.columns else -1
+    lines = [_csv_line([csv_text(str(c)) for c in out.columns])]
+    for values in out.itertuples(index=False, name=None):
+        lines.append(_csv_line([csv_text(str(v)) if k == text_col else str(v)
+                                for k, v in enumerate(values)]))
+    atomic_write_text(path, "".join(lines))
+
+
+# ------------------------------------------------------------------ CSV cells
+
+# A spreadsheet evaluates a cell that begins with one of these as a formula (OWASP "CSV
+# injection"): =HYPERLINK(...), +1+1, -x, @SUM(1+1), or a tab/CR in front of one.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: str) -> str:
+    """A text cell (a name, a path, a reason; never a number) as a spreadsheet shows it.
+
+    One ``'`` is put in front of a value that begins with ``=``, ``+``, ``-``, ``@``, a
+    tab or a carriage return (OWASP's advice: the spreadsheet shows the text instead of
+    evaluating it), and in front of one that already begins with ``'``, so the escape can
+    be undone: a cell that begins with ``'`` lost exactly one ``'`` at the front.
+    """
+    return "'" + value if value.startswith(_FORMULA_START + ("'",)) else value
+
+
+def _csv_cell(value: str) -> str:
+    """RFC 4180 quoting: in double quotes (inner ones doubled) if the value holds a comma, a
+    double quote, a line break (LF or CR: Python's csv module with ``lineterminator="\\n"``
+    leaves a CR unquoted, which splits the row), or a semicolon or tab, the separators a
+    spreadsheet may pick instead of the comma."""
+    if any(ch in value for ch in ',"\r\n;\t'):
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def _csv_line(cells: Iterable[str]) -> str:
+    return ",".join(_csv_cell(c) for c in cells) + "\n"
 
 
 # ------------------------------------------------------------------ JSON
@@ -502,15 +540,17 @@ def dominant_string(faces: list[FaceSummary]) -> str:
 
 
 def write_summary_csv(path: str | os.PathLike, rows: list[SummaryRow]) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(SUMMARY_COLUMNS)
+    """``summary.csv``: one row per input. Text cells (``input``, ``status``, ``reason``,
+    ``dominant``, ``report``) are written as :func:`csv_text` makes them and quoted as
+    needed (a line break in a file name stays inside its cell); numbers as they are."""
+    lines = [_csv_line(SUMMARY_COLUMNS)]
     for r in rows:
-        w.writerow([r.input, r.status, r.reason,
-                    "" if r.duration_s is None else f"{r.duration_s:.3f}",
-                    "" if r.n_faces is None else int(r.n_faces), r.dominant, r.report,
-                    "" if r.wall_s is None else f"{r.wall_s:.3f}"])
-    atomic_write_text(path, buf.getvalue())
+        lines.append(_csv_line([
+            csv_text(r.input), csv_text(r.status), csv_text(r.reason),
+            "" if r.duration_s is None else f"{r.duration_s:.3f}",
+            "" if r.n_faces is None else str(int(r.n_faces)), csv_text(r.dominant),
+            csv_text(r.report), "" if r.wall_s is None else f"{r.wall_s:.3f}"]))
+    atomic_write_text(path, "".join(lines))
 
 
 def write_index_html(path: str | os.PathLike, rows: list[SummaryRow]) -> None:

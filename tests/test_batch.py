@@ -202,3 +202,58 @@ def test_entries_that_are_not_regular_files_fail_in_the_summary(tmp_path, sample
     }
     assert all(r["status"] == "failed" and r["report"] == "" for r in rows.values())
     assert len([ln for ln in err.splitlines() if ln.startswith("error: ")]) == 5
+
+
+@pytest.mark.slow
+def test_hostile_and_long_names_each_get_one_summary_row_and_a_report(tmp_path, samples,
+                                                                     settings_for, monkeypatch):
+    """Real copies of a clip under names a spreadsheet would evaluate, with line breaks, with
+    ':' (FFmpeg URL syntax), and of 250 characters (two alike but for their last one); beside
+    them a text file named ``file:clip.mp4`` next to ``clip.mp4``. Run from inside the folder
+    (``analyze .``), so the ``input`` cells begin with the names themselves."""
+    from fer_video.report import csv_text
+
+    d = tmp_path / "in"
+    d.mkdir()
+    clip = (samples / "pyfeat_single_face.mp4").read_bytes()
+    long_a, long_b = "L" * 249 + "a", "L" * 249 + "b"
+    names = ["=HYPERLINK(\"http:x\").mp4", "+1+1.mp4", "-x.mp4", "@SUM(1+1).mp4", "a\rb.mp4",
+             "c\nd.mp4", "2024-01-01T10:30:00.mp4", "clip.mp4", long_a + ".mp4", long_b + ".mp4"]
+    for name in names:
+        (d / name).write_bytes(clip)
+    (d / "file:clip.mp4").write_text("a text file, not a video\n" * 20)
+    out = tmp_path / "out"
+    monkeypatch.chdir(d)
+    assert run_batch(["."], settings_for(fps=1.0), out_root=out, quiet=True) == 1
+    with open(out / "summary.csv", newline="") as f:
+        header, *rows = list(csv.reader(f))
+    assert len(rows) == len(names) + 1
+    by_input = {r[0]: dict(zip(header, r)) for r in rows}
+    assert set(by_input) == {csv_text(n) for n in names + ["file:clip.mp4"]}
+    text = by_input.pop("file:clip.mp4")
+    assert text["status"] == "failed" and "text" in text["reason"]
+    reports = set()
+    for row in by_input.values():
+        assert row["status"] == "ok" and row["n_faces"] == "1", row
+        rel = row["report"][1:] if row["report"].startswith("'") else row["report"]
+        assert (out / rel).is_file() and (out / rel).with_suffix(".json").is_file()
+        reports.add(rel)
+    assert len(reports) == len(names)
+    long_reports = [r for r in reports if r.startswith("L")]
+    assert len(long_reports) == 2 and all(len(Path(r).name) < 200 for r in long_reports)
+    # a rerun finds the shortened reports again: nothing is redone
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.json")}
+    assert run_batch(["."], settings_for(fps=1.0), out_root=out, quiet=True) == 1
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.json")} == mtimes
+
+
+def test_long_stems_are_shortened_stably_and_never_collide():
+    from fer_video.batch import MAX_STEM_BYTES, report_stem
+
+    assert report_stem("clip") == "clip" and report_stem("x" * MAX_STEM_BYTES) == "x" * MAX_STEM_BYTES
+    long = ["L" * 249 + c for c in "ab"] + ["é" * 120, "é" * 119 + "e"]
+    short = [report_stem(s) for s in long]
+    assert len(set(short)) == len(long)
+    assert short == [report_stem(s) for s in long]                       # stable across calls
+    assert all(len(os.fsencode(s)) <= MAX_STEM_BYTES and "~" in s for s in short)
+    assert short[0].startswith("L" * 100) and short[2].startswith("é" * 50)

@@ -9,7 +9,7 @@ import pytest
 
 from fer_video.records import FacePrediction, FaceSummary, Segment, VideoInfo
 from fer_video.report import (MAX_CHART_POINTS, SUMMARY_COLUMNS, SummaryRow, build_report_json,
-                              dominant_string, emotion_colors, format_label, frames_dataframe,
+                              csv_text, dominant_string, emotion_colors, format_label, frames_dataframe,
                               write_frames_csv, write_html, write_index_html, write_json,
                               write_summary_csv)
 
@@ -272,6 +272,47 @@ def test_summary_csv(tmp_path):
     assert got[0]["duration_s"] == "12.346" and got[0]["n_faces"] == "2"
     assert got[0]["dominant"] == "1:happy;2:neutral"
     assert got[1]["status"] == "failed" and got[1]["duration_s"] == "" and got[1]["report"] == ""
+
+
+# Names a spreadsheet would evaluate (OWASP CSV injection), line breaks, separators, quotes.
+HOSTILE = ["=HYPERLINK(\"http://x\",\"y\").mp4", "+1+1.mp4", "-x.mp4", "@SUM(1+1).mp4",
+           "\t=1+1.mp4", "\r=1+1.mp4", "a\rb.mp4", "c\nd.mp4", "e\r\nf.mp4", "g,h;i\tj.mp4",
+           'k "l".mp4', "'m.mp4", "'=n.mp4", "plain.mp4"]
+
+
+def test_summary_csv_keeps_one_row_per_input_and_disarms_formulas(tmp_path):
+    rows = [SummaryRow(input=name, status="failed", reason=f"-{name} failed", dominant="",
+                       report=f"{name}/{name}.html", duration_s=-1.5, n_faces=0, wall_s=0.25)
+            for name in HOSTILE]
+    path = tmp_path / "summary.csv"
+    write_summary_csv(path, rows)
+    with open(path, newline="") as f:
+        got = list(csv.reader(f))
+    assert len(got) == 1 + len(HOSTILE)
+    for name, cells in zip(HOSTILE, got[1:]):
+        assert len(cells) == len(SUMMARY_COLUMNS)
+        assert cells[0] == csv_text(name) and cells[6] == csv_text(f"{name}/{name}.html")
+        assert cells[2] == "'-" + name + " failed"
+        assert cells[3] == "-1.500" and cells[4] == "0" and cells[7] == "0.250"   # numbers as such
+        for cell in (cells[0], cells[2], cells[6]):
+            assert not cell.startswith(("=", "+", "-", "@", "\t", "\r"))
+            unescaped = cell[1:] if cell.startswith("'") else cell          # the documented undo
+            assert unescaped in (name, f"-{name} failed", f"{name}/{name}.html")
+    assert got[-1][0] == "plain.mp4" and got[-2][0] == "''=n.mp4" and got[-3][0] == "''m.mp4"
+
+
+def test_frames_csv_text_cells_are_disarmed_and_numbers_kept(tmp_path):
+    classes = ["=1+1", "-sad", "happy"]
+    preds = [FacePrediction(face_id=1, frame_index=0, time_s=0.0, box=(-3.25, -1.0, 5.0, 6.0),
+                            det_score=0.9, probs=(0.7, 0.2, 0.1)),
+             FacePrediction(face_id=1, frame_index=1, time_s=0.5, box=(1.0, 1.0, 5.0, 6.0),
+                            det_score=0.9, probs=(0.1, 0.8, 0.1))]
+    path = tmp_path / "x.frames.csv"
+    write_frames_csv(frames_dataframe(preds, classes), path)
+    with open(path, newline="") as f:
+        header, first, second = list(csv.reader(f))
+    assert header[8:] == ["'=1+1", "'-sad", "happy", "emotion"]
+    assert first[3:5] == ["-3.2", "-1.0"] and first[-1] == "'=1+1" and second[-1] == "'-sad"
 
 
 def test_index_html_links_and_escapes(tmp_path):
