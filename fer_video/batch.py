@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .errors import EXIT_INPUT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
+from .errors import EXIT_INPUT_FAILED, EXIT_INTERRUPTED, EXIT_OK, SetupError, UsageError
 from .settings import Settings
 
 VIDEO_EXTENSIONS = frozenset({
@@ -157,6 +158,38 @@ def _assign_subdirs(found: list[tuple[str, str]]) -> list[Job]:
     return jobs
 
 
+def check_out_root(out_root: str | os.PathLike, is_batch: bool) -> None:
+    """Refuse, before anything is analysed, an output root that cannot take the reports.
+
+    ``out_root`` (or, while it does not exist yet, its nearest existing parent, where it
+    would be created) must be a folder in which this process can create a file: a test
+    file is created and removed at once, which tells the truth where permission bits do
+    not (root, read-only mounts, /proc). For a batch, ``summary.csv`` and ``index.html``
+    must not be folders. Raises ``UsageError`` (exit 2) when ``out_root`` or a parent
+    exists but is not a folder, or a batch file's name is taken by a folder; ``SetupError``
+    (exit 3) when no file can be created there. Nothing is left behind.
+    """
+    out = Path(out_root)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out_root}: exists and is not a folder")
+    where = out
+    while not where.exists() and where.parent != where:
+        where = where.parent
+    if where.exists() and not where.is_dir():
+        raise UsageError(f"--out {out_root}: {where} is not a folder")
+    try:
+        fd, test = tempfile.mkstemp(prefix=".fer-video-write-test.", dir=where)
+        os.close(fd)
+        os.unlink(test)
+    except OSError as exc:
+        raise SetupError(f"--out {out_root}: cannot create files in {where} "
+                         f"({exc.strerror or type(exc).__name__})") from None
+    if is_batch:
+        for name in ("summary.csv", "index.html"):
+            if (out / name).is_dir():
+                raise UsageError(f"--out {out_root}: {out / name} is a folder")
+
+
 def _fmt_s(seconds: float) -> str:
     return f"{seconds:.1f} s"
 
@@ -169,6 +202,8 @@ def run_batch(paths: Sequence[str | os.PathLike], settings: Settings, *,
     """Analyse every input; return the exit code (0 all ok, 1 some failed, 130 interrupted).
 
     Set-up and usage errors (``SetupError``/``UsageError``) propagate: they concern every input.
+    An output root that cannot take the reports is one, raised before any analysis
+    (:func:`check_out_root`).
     ``progress``: show rich progress bars (default: when stderr is a terminal and not quiet).
     ``jobs`` > 1 (or a ``timeout``): analyse that many inputs at a time in worker processes
     (:mod:`fer_video.executors`); each runs the same per-video job, so reports are the same.
@@ -192,6 +227,7 @@ def run_batch(paths: Sequence[str | os.PathLike], settings: Settings, *,
         import_ray()        # a missing extra is a set-up error before any work starts
     out_root = Path(out_root)
     todo, is_batch = discover(paths, recursive=recursive, out_root=out_root)
+    check_out_root(out_root, is_batch)       # before the first input, not after the last
     max_in_flight = jobs
     jobs = todo     # type: ignore[assignment]  # the in-process path below
     err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -320,16 +356,21 @@ def _run_parallel(runner, todo, out_root: Path, settings: Settings, *,
 
 
 def write_batch_index(out_root: str | os.PathLike, rows) -> None:
-    """summary.csv and index.html at the output root, each written atomically."""
+    """summary.csv and index.html at the output root, each written atomically; an OSError
+    (disk full, the folder removed meanwhile) is a one-line ``SetupError``."""
     from . import report
     from .atomic import atomic_path
 
     out_root = Path(out_root)
-    out_root.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_root / "summary.csv") as tmp:
-        report.write_summary_csv(tmp, rows)
-    with atomic_path(out_root / "index.html") as tmp:
-        report.write_index_html(tmp, rows)
+    try:
+        out_root.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out_root / "summary.csv") as tmp:
+            report.write_summary_csv(tmp, rows)
+        with atomic_path(out_root / "index.html") as tmp:
+            report.write_index_html(tmp, rows)
+    except OSError as exc:    # checked before the run; this is a disk filling up meanwhile
+        raise SetupError(f"cannot write the summary in {out_root}: "
+                         f"{exc.strerror or type(exc).__name__}") from None
 
 
 def print_summary(console, rows, skipped, out_root: Path, is_batch: bool) -> None:

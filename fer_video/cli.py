@@ -19,8 +19,8 @@ EXIT_CODES = """\
 exit codes:
   0    every input succeeded (a video with no faces is a success)
   1    at least one input failed (unreadable, corrupt, no video stream, ...); the others completed
-  2    usage error: bad option value, or the path given does not exist
-  3    set-up error: model checkpoint missing or invalid, a dependency missing
+  2    usage error: bad option value, or the path given does not exist, or --out is not a folder
+  3    set-up error: model checkpoint missing or invalid, a dependency missing, --out not writable
   130  interrupted (Ctrl-C); completed reports are kept, the unfinished one is not written
 """
 

@@ -3,8 +3,9 @@
 Exit codes (also in README and ``fer-video --help``):
   0  every input succeeded (a video with no faces is a success)
   1  at least one input failed (unreadable, corrupt, no video stream, ...); the others completed
-  2  usage error: bad option value, or the path given does not exist
-  3  set-up error: model checkpoint missing/invalid, a dependency missing, weights unavailable
+  2  usage error: bad option value, or the path given does not exist, or --out is not a folder
+  3  set-up error: model checkpoint missing/invalid, a dependency missing, weights unavailable,
+     no file can be created in --out
   130 interrupted (Ctrl-C); completed reports are kept, the unfinished one is not written
 """
 from __future__ import annotations

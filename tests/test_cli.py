@@ -197,3 +197,39 @@ def test_a_fifo_given_directly_fails_at_once_instead_of_hanging(capsys, model_pa
     assert codes == [1]
     line = one_line(capsys.readouterr().err)
     assert "pipe.mp4" in line and "FIFO" in line
+
+
+def _one_clip_folder(tmp_path, samples):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        (folder / name).write_bytes((samples / "pyfeat_single_face.mp4").read_bytes())
+    return folder
+
+
+def test_out_that_is_a_file_is_a_usage_error_before_any_analysis(capsys, samples, model_path,
+                                                                 tmp_path):
+    folder = _one_clip_folder(tmp_path, samples)
+    taken = tmp_path / "taken.txt"
+    taken.write_text("not a folder\n")
+    for out in (taken, taken / "sub"):
+        code, _, err = run_main(capsys, "analyze", folder, "--fps", "1", "--model", model_path,
+                                "--device", "cpu", "--out", out)
+        assert code == 2
+        assert "taken.txt" in one_line(err) and "not a folder" in err
+    assert taken.read_text() == "not a folder\n"
+    out = tmp_path / "out"
+    (out / "summary.csv").mkdir(parents=True)
+    code, _, err = run_main(capsys, "analyze", folder, "--fps", "1", "--model", model_path,
+                            "--device", "cpu", "--out", out)
+    assert code == 2 and "summary.csv" in one_line(err)
+    assert [p.name for p in out.iterdir()] == ["summary.csv"]        # nothing was analysed
+
+
+def test_out_where_no_file_can_be_created_is_a_setup_error(capsys, samples, model_path, tmp_path):
+    """Tests run as root, whom permission bits do not stop: /proc takes no new files."""
+    folder = _one_clip_folder(tmp_path, samples)
+    code, _, err = run_main(capsys, "analyze", folder, "--fps", "1", "--model", model_path,
+                            "--device", "cpu", "--out", "/proc/fer-video-test/out")
+    assert code == 3
+    assert "/proc" in one_line(err) and "cannot create files" in err
