@@ -18,6 +18,8 @@ Every worker runs exactly the same per-video job as the in-process path
   (models already built, so a worker's start-up does not count) has its worker killed and
   is marked failed ("timed out after N s").
 * Results come back in input order; the caller assembles summary.csv / index.html.
+* Workers die with the parent, however it ends (SIGKILL included): no orphan keeps
+  analysing, holding a GPU or the resource tracker alive (:func:`die_with_parent`).
 
 Test-only hooks, read in the worker (for tests/test_parallel.py, harmless otherwise):
 ``FER_VIDEO_TEST_CRASH_ON=<file name>`` makes the worker ``os._exit(1)`` on that input;
@@ -26,9 +28,12 @@ Test-only hooks, read in the worker (for tests/test_parallel.py, harmless otherw
 """
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import signal
+import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -52,8 +57,43 @@ def usable_cores() -> int:
 _STARTED = None      # the parent's queue: ("start", job index, pid, monotonic time)
 
 
-def _init_worker(started, threads: int, workers: int) -> None:
+_PR_SET_PDEATHSIG = 1              # <linux/prctl.h>
+PARENT_POLL_S = 1.0
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """End this process (``os._exit``, no clean-up) once ``parent_pid``, its parent, is gone.
+
+    On Linux the kernel does it at once: ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` (the signal
+    comes when the parent *thread* that started this process ends, which for the
+    executors' pools is the thread running the batch, alive as long as they are). A
+    parent that was gone before that call is caught by comparing ``os.getppid()`` with
+    ``parent_pid`` right after it; elsewhere, or should ``prctl`` be unavailable, a daemon
+    thread does the same comparison every ``PARENT_POLL_S`` seconds (an orphan is adopted
+    by another process, so its parent pid changes).
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_POLL_S)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="fer-video-parent-watch", daemon=True).start()
+
+
+def _init_worker(started, threads: int, workers: int, parent_pid: Optional[int] = None) -> None:
     global _STARTED
+    if parent_pid is not None:
+        die_with_parent(parent_pid)     # first: nothing below may outlive a killed parent
     _STARTED = started
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent handles Ctrl-C
@@ -101,7 +141,7 @@ class _Slot:
 
     def __init__(self, ctx, started, threads: int, workers: int):
         self.pool = ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_init_worker,
-                                        initargs=(started, threads, workers))
+                                        initargs=(started, threads, workers, os.getpid()))
         self.index: Optional[int] = None
         self.future = None
         self.pid: Optional[int] = None

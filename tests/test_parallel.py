@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +17,7 @@ from fer_video.batch import run_batch
 from fer_video.cli import main
 
 from conftest import PARALLEL_CLIPS as CLIPS
+from conftest import REPO
 TIMING_KEYS = {"wall_s", "timings", "timings_s", "speed", "realtime_factor", "created",
                "created_at", "elapsed_s"}
 
@@ -114,3 +120,85 @@ def test_exit_code_survives_the_pools_own_reaping_of_a_dead_worker(monkeypatch, 
         assert slot.exit_code() == "exit code 1"
     finally:
         slot.close(kill=True)
+
+
+def _proc_table() -> dict[int, tuple[int, str, str]]:
+    """pid -> (parent pid, start time, state) of every process, from /proc."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{entry}/stat").read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()     # after "pid (comm) "
+        table[int(entry)] = (int(fields[1]), fields[19], fields[0])
+    return table
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """pid -> start time of every living descendant of ``pid``."""
+    table, found, todo = _proc_table(), {}, [pid]
+    while todo:
+        parent = todo.pop()
+        for child, (ppid, started, state) in table.items():
+            if ppid == parent and child not in found and state != "Z":
+                found[child] = started
+                todo.append(child)
+    return found
+
+
+def _alive(procs: dict[int, str]) -> list[int]:
+    table = _proc_table()
+    return [p for p, started in procs.items()
+            if p in table and table[p][1] == started and table[p][2] != "Z"]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_die_with_a_killed_parent(folder, model_path, tmp_path):
+    """SIGKILL the parent of ``analyze FOLDER --jobs 2`` (no clean-up can run): its spawn
+    workers, one of them busy on an input, and multiprocessing's resource tracker must not
+    live on as orphans."""
+    d = tmp_path / "in"
+    d.mkdir()
+    clip = (folder / "pyfeat_single_face.mp4").read_bytes()
+    for name in ("a_busy.mp4", "b.mp4", "c.mp4", "d.mp4"):
+        (d / name).write_bytes(clip)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "FER_VIDEO_TEST_SLEEP_ON": "a_busy.mp4",
+           "FER_VIDEO_TEST_SLEEP_S": "600"}
+    proc = subprocess.Popen([sys.executable, str(REPO / "cli.py"), "analyze", str(d), "--jobs", "2",
+                             "--fps", "1", "--model", str(model_path), "--device", "cpu",
+                             "--out", str(out), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    procs: dict[int, str] = {}
+    try:
+        deadline = time.monotonic() + 600
+        # both workers have run their start-up once the other one has finished b.mp4
+        while not (out / "b" / "b.json").is_file():
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "no report completed in time"
+            time.sleep(0.2)
+        procs = _descendants(proc.pid)
+        workers = [p for p in procs if "multiprocessing.spawn" in _cmdline(p)]
+        assert len(workers) == 2, {p: _cmdline(p) for p in procs}
+        proc.kill()
+        proc.wait(timeout=30)
+        time.sleep(5)
+        left = _alive(procs)
+        assert not left, {p: _cmdline(p) for p in left}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        for p in _alive(procs):        # the ones this test started, should the check fail
+            os.kill(p, signal.SIGKILL)
