@@ -74,6 +74,7 @@ def _subdir(rel: Path) -> str:
 class Job:
     path: str            # the input, as found
     out_subdir: str      # posix path under the output root; its last part is the file stem
+    rel: str = ""        # its path relative to the folder argument (a file argument: its name)
 
 
 def _is_media(p: Path) -> bool:
@@ -94,7 +95,7 @@ def discover(paths: Sequence[str | os.PathLike], recursive: bool = False,
     is an input that fails).
     """
     out_abs = Path(out_root).resolve() if out_root is not None else None
-    found: list[tuple[str, str]] = []     # (path, wanted subdir)
+    found: list[tuple[str, str, str]] = []     # (path, wanted subdir, path relative to its root)
     batch = len(paths) > 1
     for arg in paths:
         p = Path(arg)
@@ -119,9 +120,9 @@ def discover(paths: Sequence[str | os.PathLike], recursive: bool = False,
                            key=lambda c: c.relative_to(p).as_posix())
             for c in media:
                 rel = c.relative_to(p)
-                found.append((str(c), _subdir(rel)))
+                found.append((str(c), _subdir(rel), rel.as_posix()))
         else:
-            found.append((str(p), report_stem(p.stem)))
+            found.append((str(p), report_stem(p.stem), p.name))
     if not found:
         where = ", ".join(str(a) for a in paths)
         hint = "" if recursive else " (use --recursive to search sub-folders)"
@@ -129,18 +130,18 @@ def discover(paths: Sequence[str | os.PathLike], recursive: bool = False,
     return _assign_subdirs(found), batch
 
 
-def _assign_subdirs(found: list[tuple[str, str]]) -> list[Job]:
+def _assign_subdirs(found: list[tuple[str, str, str]]) -> list[Job]:
     """Make every output folder unique (case-insensitively), deterministically."""
     def key(s: str) -> str:
         return s.casefold()
 
     counts: dict[str, int] = {}
-    for _, sub in found:
+    for _, sub, _ in found:
         counts[key(sub)] = counts.get(key(sub), 0) + 1
     jobs: list[Job] = []
     used: set[str] = set()
     seen_paths: set[str] = set()
-    for path, sub in found:
+    for path, sub, rel in found:
         real = os.path.realpath(path)
         if real in seen_paths:          # the same file named twice: analyse it once
             continue
@@ -154,7 +155,7 @@ def _assign_subdirs(found: list[tuple[str, str]]) -> list[Job]:
             candidate = f"{sub}_{n}"
             n += 1
         used.add(key(candidate))
-        jobs.append(Job(path=path, out_subdir=candidate))
+        jobs.append(Job(path=path, out_subdir=candidate, rel=rel))
     return jobs
 
 
@@ -276,7 +277,8 @@ def run_batch(paths: Sequence[str | os.PathLike], settings: Settings, *,
                                     total=round(total, 1) if total > 0 else None)
 
                     row, was_skipped = run_job(job.path, out_root, settings, out_subdir=job.out_subdir,
-                                               overwrite=overwrite, progress=on_progress)
+                                               overwrite=overwrite, progress=on_progress,
+                                               rel_path=job.rel)
                     bars.remove_task(task)
                     rows.append(row)
                     skipped.append(was_skipped)
@@ -286,7 +288,7 @@ def run_batch(paths: Sequence[str | os.PathLike], settings: Settings, *,
         else:
             for i, job in enumerate(jobs, start=1):
                 row, was_skipped = run_job(job.path, out_root, settings, out_subdir=job.out_subdir,
-                                           overwrite=overwrite)
+                                           overwrite=overwrite, rel_path=job.rel)
                 rows.append(row)
                 skipped.append(was_skipped)
                 note(i, job, row, was_skipped)

@@ -121,7 +121,7 @@ def _test_hooks(path: str) -> None:
 
 
 def _run_in_worker(index: int, path: str, out_root: str, settings: Settings,
-                   out_subdir: str, overwrite: bool):
+                   out_subdir: str, overwrite: bool, rel_path: Optional[str] = None):
     from .pipeline import job, load_models
 
     try:
@@ -131,7 +131,8 @@ def _run_in_worker(index: int, path: str, out_root: str, settings: Settings,
     if _STARTED is not None:
         _STARTED.put(("start", index, os.getpid(), time.monotonic()))
     _test_hooks(path)
-    return job(path, out_root, settings, out_subdir=out_subdir, overwrite=overwrite)
+    return job(path, out_root, settings, out_subdir=out_subdir, overwrite=overwrite,
+               rel_path=rel_path)
 
 
 # ---------------------------------------------------------------- parent side
@@ -151,7 +152,7 @@ class _Slot:
     def submit(self, index: int, job, out_root: str, settings: Settings, overwrite: bool):
         self.index, self.pid, self.started_at = index, None, None
         self.future = self.pool.submit(_run_in_worker, index, job.path, out_root, settings,
-                                       job.out_subdir, overwrite)
+                                       job.out_subdir, overwrite, getattr(job, "rel", None))
         # the pool's one worker process (started by now), kept for its exit code after a crash
         procs = list((getattr(self.pool, "_processes", None) or {}).values())
         self.process = procs[0] if len(procs) == 1 else None

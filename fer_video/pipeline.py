@@ -52,6 +52,7 @@ class VideoResult:
     n_samples: int                          # frames sampled and analysed
     sample_step_s: float = 0.0              # seconds between samples (0 for a still image)
     outputs: Optional[dict[str, str]] = None   # "csv", "html", "json" -> path, when written
+    identity: Optional[dict[str, Any]] = None  # the input's identity for reuse (input_identity)
 
     def frames(self):
         """The per-frame table (pandas DataFrame), as written to ``<stem>.frames.csv``."""
@@ -288,20 +289,25 @@ def _window(info: VideoInfo, settings: Settings) -> tuple[float, float]:
 
 def analyze_video(path: str | os.PathLike, settings: Settings, *, detector, classifier,
                   out_dir: str | os.PathLike | None = None, stem: str | None = None,
-                  progress: ProgressFn | None = None) -> VideoResult:
+                  progress: ProgressFn | None = None,
+                  identity: dict | None = None) -> VideoResult:
     """Analyse one input (video or still image).
 
     ``detector``: a ``detect.FaceDetector``; ``classifier``: a ``classify.EmotionClassifier``.
     Writes ``<stem>.frames.csv``, ``<stem>.html`` and, last, ``<stem>.json`` into ``out_dir``
     when it is given (``stem`` defaults to the input's file stem, shortened as
     :func:`fer_video.batch.report_stem` does). Raises ``InputError`` for
-    an unreadable input. A video without faces is a valid, empty result.
+    an unreadable input. A video without faces is a valid, empty result. ``identity``
+    (:func:`input_identity`, taken before the analysis; default: taken here, keyed by the
+    file name) goes into the JSON's ``reuse_key``.
     """
     from .decode import probe, sample_frames
     from .track import FaceTracker
 
     path = str(path)
     t_start = time.perf_counter()
+    if identity is None and out_dir is not None:
+        identity = input_identity(path)
     timer = _Timer()
     t = time.perf_counter()
     info = probe(path)
@@ -460,7 +466,7 @@ def analyze_video(path: str | os.PathLike, settings: Settings, *, detector, clas
                          classes=list(classifier.classes), predictions=predictions, faces=faces,
                          thumbnails=thumbnails, timings=timer.t,
                          wall_s=time.perf_counter() - t_start, n_samples=n_samples,
-                         sample_step_s=step)
+                         sample_step_s=step, identity=identity)
     if out_dir is not None:
         result.outputs = write_outputs(result, out_dir, stem or report_stem(Path(path).stem),
                                        timer=timer)
@@ -512,6 +518,7 @@ def write_outputs(result: VideoResult, out_dir: str | os.PathLike, stem: str,
                                    faces=result.faces, timings=timings,
                                    wall_s=result.wall_s + (time.perf_counter() - t0),
                                    versions=versions())
+    obj["reuse_key"] = report._jsonable(reuse_key(result.identity))
     report.write_json(obj, paths["json"])     # last: its presence marks the report complete
     return {k: str(v) for k, v in paths.items()}
 
@@ -566,10 +573,60 @@ def dominant_text(faces) -> str:
     return ";".join(f"{i}:{e}" for i, e in sorted(pairs))
 
 
+# -- reusing a complete report -----------------------------------------------------------
+
+# The version of the code that makes a report's numbers. Bump it with every change that can
+# alter a result for the same input, settings and model (decoding, sampling, detection,
+# tracking, classification, aggregation, what makes an input fail): a report made by
+# another version is redone, never reused. Reports made before reuse keys existed have none
+# and are redone too.
+RESULTS_VERSION = 1
+
+# Bytes hashed at each end of an input for its identity (the whole file for a small one).
+IDENTITY_SPAN = 64 * 1024
+
 # Settings that only change speed, not the report's numbers; the model is compared by hash.
 _NOT_IN_RESULT = {"device", "batch_size", "classify_batch_size", "model"}
 # Settings added after reports existed: a report without one was made with its value here.
 _ADDED_LATER = {"tta": "none"}
+
+
+def input_identity(path: str | os.PathLike, rel_path: str | None = None) -> dict | None:
+    """What identifies an input file for reuse: ``rel_path`` (its path relative to the
+    batch root; default: its file name), its size, its modification time in nanoseconds
+    and the SHA-256 of its first and last ``IDENTITY_SPAN`` bytes (the whole file when it
+    is smaller than two spans). None when it is not a regular file this process can read:
+    such an input is never reused (its analysis then fails with the reason).
+    """
+    import hashlib
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            h = hashlib.sha256(f.read(IDENTITY_SPAN))
+            if st.st_size > IDENTITY_SPAN:
+                f.seek(max(IDENTITY_SPAN, st.st_size - IDENTITY_SPAN))
+                h.update(f.read(IDENTITY_SPAN))
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    rel = rel_path if rel_path else Path(path).name
+    return {"rel_path": str(rel), "size_bytes": int(st.st_size), "mtime_ns": int(st.st_mtime_ns),
+            "head_tail_sha256": h.hexdigest()}
+
+
+def reuse_key(identity: dict | None) -> dict:
+    """The ``reuse_key`` object of a report's JSON: ``results_version`` and the input's
+    identity (:func:`input_identity`) when the analysis began."""
+    return {"results_version": RESULTS_VERSION, "input": identity}
 
 
 @functools.lru_cache(maxsize=8)
@@ -579,8 +636,27 @@ def _model_sha256(path: str, size: int, mtime_ns: int) -> str:
     return file_sha256(path)
 
 
-def _made_with(obj: dict, settings: Settings) -> bool:
-    """Whether a report's JSON was made with these settings and this model's weights."""
+def reusable(obj: dict, identity: dict | None, settings: Settings) -> bool:
+    """The reuse rule: whether a complete report (its JSON ``obj``) stands for the input
+    whose identity is ``identity`` analysed now with ``settings``.
+
+    All of these must hold, else the input is analysed again:
+
+    * the report was made by this ``RESULTS_VERSION`` (a report without a ``reuse_key``,
+      made before reuse keys existed, is redone);
+    * the input is the same file: same path relative to the batch root, same size, same
+      modification time (ns) and same SHA-256 of its first and last 64 KiB
+      (:func:`input_identity`); so two files of one size swapped or renamed are redone;
+    * the same settings, all but the ones that change speed only (``--device`` and the
+      batch sizes), and a model whose weights have the same SHA-256.
+    """
+    from .report import _jsonable
+
+    key = obj.get("reuse_key")
+    if not isinstance(key, dict) or key.get("results_version") != RESULTS_VERSION:
+        return False
+    if identity is None or key.get("input") != json.loads(json.dumps(_jsonable(identity))):
+        return False
     now = {**settings.to_json(), "sample_step_s": obj["settings"].get("sample_step_s")}
     made = obj["settings"]
     if any(made.get(k, _ADDED_LATER.get(k)) != v for k, v in now.items() if k not in _NOT_IN_RESULT):
@@ -592,16 +668,15 @@ def _made_with(obj: dict, settings: Settings) -> bool:
     return obj["model"].get("sha256") == _model_sha256(str(weights.resolve()), st.st_size, st.st_mtime_ns)
 
 
-def _row_from_json(input_path: str, json_path: Path, report_rel: str, settings: Settings):
-    """The summary row of a complete report, or ValueError if it is not for this input file,
-    these settings and this model."""
+def _row_from_json(input_path: str, json_path: Path, report_rel: str, settings: Settings,
+                   identity: dict | None):
+    """The summary row of a complete report, or ValueError if :func:`reusable` says it does
+    not stand for this input file, these settings and this model."""
     from .report import SummaryRow
 
     obj = json.loads(json_path.read_text(encoding="utf-8"))
-    if int(obj["input"]["size_bytes"]) != os.path.getsize(input_path):
-        raise ValueError("the input file changed since its report was written")
-    if not _made_with(obj, settings):
-        raise ValueError("the report was made with other settings or another model")
+    if not reusable(obj, identity, settings):
+        raise ValueError("the report is not for this file, these settings and this model")
     faces = obj["faces"]
     return SummaryRow(input=input_path, status="ok", reason="",
                       duration_s=float(obj["input"]["duration_s"]), n_faces=len(faces),
@@ -618,7 +693,7 @@ def _failed(input_path: str, reason: str, t0: float):
 
 def job(input_path: str | os.PathLike, out_root: str | os.PathLike, settings: Settings, *,
         out_subdir: str | None = None, overwrite: bool = False,
-        progress: ProgressFn | None = None):
+        progress: ProgressFn | None = None, rel_path: str | None = None):
     """Like :func:`run_video_job` but returns ``(SummaryRow, skipped: bool)``."""
     from .report import SummaryRow
 
@@ -628,16 +703,17 @@ def job(input_path: str | os.PathLike, out_root: str | os.PathLike, settings: Se
     stem = Path(sub).name
     paths = output_paths(out_dir, stem)
     report_rel = Path(sub, paths["html"].name).as_posix()
+    identity = input_identity(input_path, rel_path)    # before analysis: a later change redoes it
     if not overwrite and is_complete(out_dir, stem):
         try:
-            return _row_from_json(input_path, paths["json"], report_rel, settings), True
+            return _row_from_json(input_path, paths["json"], report_rel, settings, identity), True
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             pass   # unreadable, or the input, settings or model changed: analyse again
     t0 = time.perf_counter()
     try:
         detector, classifier = load_models(settings)
         result = analyze_video(input_path, settings, detector=detector, classifier=classifier,
-                               out_dir=out_dir, stem=stem, progress=progress)
+                               out_dir=out_dir, stem=stem, progress=progress, identity=identity)
     except (SetupError, UsageError):
         raise
     except InputError as exc:
@@ -655,13 +731,16 @@ def job(input_path: str | os.PathLike, out_root: str | os.PathLike, settings: Se
 
 def run_video_job(input_path: str | os.PathLike, out_root: str | os.PathLike,
                   settings: Settings, *, out_subdir: str | None = None,
-                  overwrite: bool = False, progress: ProgressFn | None = None):
+                  overwrite: bool = False, progress: ProgressFn | None = None,
+                  rel_path: str | None = None):
     """Analyse one input into ``out_root/<out_subdir or stem>/`` and return its ``SummaryRow``.
 
-    Skips an input whose report is already complete unless ``overwrite``. A bad input gives
+    Skips an input whose report is already complete and :func:`reusable` (same file at
+    ``rel_path``, its path relative to the batch root, same settings and model) unless
+    ``overwrite``. A bad input gives
     ``status="failed"`` with the reason; set-up and usage errors (which would fail every
     input) and KeyboardInterrupt propagate. Models are loaded once per process.
     """
     row, _ = job(input_path, out_root, settings, out_subdir=out_subdir, overwrite=overwrite,
-                 progress=progress)
+                 progress=progress, rel_path=rel_path)
     return row

@@ -50,7 +50,7 @@ def import_ray():
 # ---------------------------------------------------------------- worker side
 
 def _ray_task(index: int, path: str, out_root: str, settings: Settings, out_subdir: str,
-              overwrite: bool, cwd: str, start_log):
+              overwrite: bool, cwd: str, start_log, rel_path: Optional[str] = None):
     from . import pipeline
     from .executors import _test_hooks
 
@@ -67,7 +67,8 @@ def _ray_task(index: int, path: str, out_root: str, settings: Settings, out_subd
     if start_log is not None:
         start_log.started.remote(index)
     _test_hooks(path)
-    return pipeline.job(path, out_root, settings, out_subdir=out_subdir, overwrite=overwrite)
+    return pipeline.job(path, out_root, settings, out_subdir=out_subdir, overwrite=overwrite,
+                        rel_path=rel_path)
 
 
 class _StartLog:
@@ -196,7 +197,7 @@ def run_ray(jobs: Sequence, out_root: str | os.PathLike, settings: Settings, *,
                 while pending and len(running) < in_flight_max:
                     i = pending.pop()
                     ref = task.remote(i, jobs[i].path, out_root, settings, jobs[i].out_subdir,
-                                      overwrite, cwd, start_log)
+                                      overwrite, cwd, start_log, getattr(jobs[i], "rel", None))
                     running[ref] = i
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=0.2)
                 try:

@@ -257,3 +257,76 @@ def test_long_stems_are_shortened_stably_and_never_collide():
     assert short == [report_stem(s) for s in long]                       # stable across calls
     assert all(len(os.fsencode(s)) <= MAX_STEM_BYTES and "~" in s for s in short)
     assert short[0].startswith("L" * 100) and short[2].startswith("é" * 50)
+
+
+def _same_size_pair(d: Path, samples: Path) -> tuple[Path, Path]:
+    """``a.mp4`` (one face) and ``b.mp4`` (no face): two different real clips of one size
+    (the smaller one padded with an MP4 ``free`` box, which players skip) and one mtime."""
+    one = (samples / "pyfeat_single_face.mp4").read_bytes()
+    none = (samples / "pyfeat_no_face.mp4").read_bytes()
+    pad = len(one) - len(none)
+    assert pad > 8
+    (d / "a.mp4").write_bytes(one)
+    (d / "b.mp4").write_bytes(none + pad.to_bytes(4, "big") + b"free" + b"\0" * (pad - 8))
+    assert (d / "a.mp4").stat().st_size == (d / "b.mp4").stat().st_size
+    t = (d / "a.mp4").stat().st_mtime_ns
+    for name in ("a.mp4", "b.mp4"):
+        os.utime(d / name, ns=(t, t))
+    return d / "a.mp4", d / "b.mp4"
+
+
+@pytest.mark.slow
+def test_resume_redoes_same_size_inputs_swapped_and_reuses_an_unchanged_folder(
+        tmp_path, samples, settings_for):
+    """The reuse key is the input's identity, not its size: two different clips of one size
+    and one mtime swapped between runs (a <-> b) are both analysed again and each gets its
+    own result; a folder left as it was is reused whole."""
+    d = tmp_path / "in"
+    d.mkdir()
+    a, b = _same_size_pair(d, samples)
+    out = tmp_path / "out"
+    settings = settings_for(fps=1.0)
+
+    def rows() -> dict[str, dict]:
+        return {Path(r["input"]).name: r for r in csv.DictReader(open(out / "summary.csv", newline=""))}
+
+    def json_mtimes() -> dict[Path, int]:
+        return {p: p.stat().st_mtime_ns for p in out.rglob("*.json")}
+
+    assert run_batch([d], settings, out_root=out, quiet=True) == 0
+    assert {k: r["n_faces"] for k, r in rows().items()} == {"a.mp4": "1", "b.mp4": "0"}
+    first = json_mtimes()
+    assert run_batch([d], settings, out_root=out, quiet=True) == 0     # unchanged: all reused
+    assert json_mtimes() == first
+    tmp = d / "swap.tmp"
+    a.rename(tmp)
+    b.rename(a)
+    tmp.rename(b)
+    assert run_batch([d], settings, out_root=out, quiet=True) == 0
+    assert {k: r["n_faces"] for k, r in rows().items()} == {"a.mp4": "0", "b.mp4": "1"}
+    assert all(m != first[p] for p, m in json_mtimes().items())        # both redone
+    swapped = json_mtimes()
+    assert run_batch([d], settings, out_root=out, quiet=True) == 0
+    assert json_mtimes() == swapped
+    key = json.loads((out / "a" / "a.json").read_text())["reuse_key"]
+    assert key["input"]["rel_path"] == "a.mp4" and len(key["input"]["head_tail_sha256"]) == 64
+
+
+def test_reports_without_a_reuse_key_are_redone(tmp_path, samples, settings_for):
+    """A report made before reuse keys existed (or by another RESULTS_VERSION) is not reused."""
+    from fer_video import pipeline
+    from fer_video.checkpoint import checkpoint_paths, file_sha256
+
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes((samples / "pyfeat_no_face.mp4").read_bytes())
+    settings = settings_for(fps=1.0)
+    identity = pipeline.input_identity(clip, "clip.mp4")
+    obj = {"settings": {**settings.to_json(), "sample_step_s": 1.0},
+           "model": {"sha256": file_sha256(checkpoint_paths(settings.model_path())[0])}}
+    assert not pipeline.reusable(obj, identity, settings)
+    obj["reuse_key"] = {"results_version": pipeline.RESULTS_VERSION - 1, "input": identity}
+    assert not pipeline.reusable(obj, identity, settings)
+    obj["reuse_key"] = pipeline.reuse_key(identity)
+    assert pipeline.reusable(obj, identity, settings)
+    os.utime(clip, ns=(1, 1))
+    assert not pipeline.reusable(obj, pipeline.input_identity(clip, "clip.mp4"), settings)
