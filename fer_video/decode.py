@@ -36,9 +36,13 @@ _EXIF_ROTATION = {1: 0, 2: 0, 3: 180, 4: 180, 5: 90, 6: 90, 7: 270, 8: 270}
 _EPS = 1e-6          # seconds: float slack when comparing frame times with sampling targets
 
 
-# FFmpeg decoding threads per stream: 0 lets FFmpeg pick (one per core). Batch workers
-# (--jobs N > 1, Ray tasks) set 1: N processes already keep the cores busy.
-DECODE_THREADS: int = 0
+# FFmpeg decoding threads per stream: one, in every mode (in-process, --jobs N workers, Ray
+# tasks), and not a setting: it shapes results. With frame threading, a damaged stream's
+# error concealment (which reference a broken frame is patched from) and the point where
+# errors surface depend on the number of threads, so a corrupt clip decoded to other pixels
+# (and other faces) with --jobs 1 than in a one-core worker. Measured on a 1080p H.264 clip:
+# one thread decodes ~150 frames/s, far faster than detection, so nothing waits for it.
+DECODE_THREADS: int = 1
 
 
 # ----------------------------------------------------------------------------- probe
@@ -240,7 +244,14 @@ def _raise(p, reason):
     raise InputError(p, reason)
 
 
+def _configure_decoder(stream) -> None:
+    """Decode ``stream`` the one way every mode does (``DECODE_THREADS``, no frame threads)."""
+    stream.thread_type = "SLICE"
+    stream.codec_context.thread_count = DECODE_THREADS
+
+
 def _first_frame(p: Path, container, stream, av):
+    _configure_decoder(stream)
     try:
         for frame in container.decode(stream):
             return frame
@@ -329,7 +340,9 @@ def sample_frames(path, fps: Optional[float] = 5.0, start: float = 0.0,
     (frames at ``time_s >= end`` are not emitted); ``None`` means the end of the stream.
 
     Memory stays flat however long the video: one frame is decoded at a time and only the
-    sampled ones are converted to RGB (and rotated upright). Decoding is threaded.
+    sampled ones are converted to RGB (and rotated upright). Decoding uses one FFmpeg thread
+    in every mode (``DECODE_THREADS``), so a damaged stream yields the same frames whatever
+    the number of workers.
 
     ``start > 0`` seeks to the key frame before ``start`` instead of decoding everything
     before it. ``frame_index`` stays exact: before seeking, the packets up to ``start`` are
@@ -398,9 +411,7 @@ def _sample_video(p: Path, info: VideoInfo, fps: float, start: float,
                 index = 0
         if not seeked:
             index = 0
-        stream.thread_type = "AUTO"
-        if DECODE_THREADS:
-            stream.codec_context.thread_count = DECODE_THREADS
+        _configure_decoder(stream)
         step = 1.0 / fps if fps > 0 else 0.0
         nominal = 1.0 / info.fps if info.fps > 0 else 0.04
 

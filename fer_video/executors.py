@@ -11,8 +11,8 @@ Every worker runs exactly the same per-video job as the in-process path
 * Models load once per worker process (the pipeline's per-process cache).
 * Threads: each worker gets ``cores // N`` torch threads and, with N > 1, one
   face-detection thread instead of the pipeline's 2; when that leaves one core per worker
-  it runs on one core throughout (:func:`pipeline.use_one_core`: one FFmpeg decoding thread
-  too), so N workers don't oversubscribe the cores. With N = 1 (``--timeout`` alone) the
+  it runs on one core throughout (:func:`pipeline.use_one_core`; FFmpeg decodes with one
+  thread in every mode, since its threading changes what a damaged stream decodes to), so N workers don't oversubscribe the cores. With N = 1 (``--timeout`` alone) the
   worker keeps the in-process threading.
 * ``timeout``: a video still running ``timeout`` seconds after its worker started it
   (models already built, so a worker's start-up does not count) has its worker killed and

@@ -202,17 +202,15 @@ DETECT_THREADS_CAP: int | None = None
 def use_one_core() -> None:
     """Make this process a one-core batch worker (--jobs N > 1, a Ray task): decoding,
     detection and classification run in the calling thread, one after the other, with one
-    torch thread and one FFmpeg decoding thread. Several such workers keep the cores busy
-    without oversubscribing them, and without the threads' hand-offs."""
+    torch thread (FFmpeg decodes with one thread in every mode: ``decode.DECODE_THREADS``).
+    Several such workers keep the cores busy without oversubscribing them, and without the
+    threads' hand-offs. Nothing here changes a result, only where and when work runs."""
     import torch
-
-    from . import decode
 
     global DETECT_THREADS_CAP, ONE_CORE
     torch.set_num_threads(1)
     DETECT_THREADS_CAP = 1
     ONE_CORE = True
-    decode.DECODE_THREADS = 1
 
 
 def _detect_workers(device: str) -> int:
@@ -580,7 +578,7 @@ def dominant_text(faces) -> str:
 # tracking, classification, aggregation, what makes an input fail): a report made by
 # another version is redone, never reused. Reports made before reuse keys existed have none
 # and are redone too.
-RESULTS_VERSION = 1
+RESULTS_VERSION = 2
 
 # Bytes hashed at each end of an input for its identity (the whole file for a small one).
 IDENTITY_SPAN = 64 * 1024

@@ -202,3 +202,60 @@ def test_workers_die_with_a_killed_parent(folder, model_path, tmp_path):
             proc.wait(timeout=30)
         for p in _alive(procs):        # the ones this test started, should the check fail
             os.kill(p, signal.SIGKILL)
+
+
+def _damaged_copy(src: Path, dst: Path, seed: int = 1) -> Path:
+    """``src`` with a few random bits flipped past its first 2000 bytes (the MP4 header and
+    index stay whole, the H.264 data is damaged): a real corrupt clip, the same for a seed."""
+    import random
+
+    rng = random.Random(seed)
+    data = bytearray(src.read_bytes())
+    for _ in range(rng.randint(1, 30)):
+        data[rng.randrange(2000, len(data))] ^= 1 << rng.randrange(8)
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def _decoded_frames(path: Path, threads: int) -> list[bytes]:
+    """Every frame of ``path`` as PyAV decodes it with FFmpeg's frame threading and
+    ``threads`` threads (errors end the list)."""
+    import av
+
+    out = []
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        s.thread_type = "AUTO"
+        s.codec_context.thread_count = threads
+        try:
+            for frame in c.decode(s):
+                out.append(frame.to_ndarray(format="rgb24").tobytes())
+        except av.error.FFmpegError:
+            pass
+    return out
+
+
+@pytest.mark.slow
+def test_a_corrupt_clip_gives_the_same_result_with_jobs_1_and_jobs_2(samples, settings_for,
+                                                                     tmp_path):
+    """Decoding settings that change results are the same in every mode: a damaged H.264
+    clip (which FFmpeg's frame threading decodes differently with 1 and 2 threads) gets the
+    same status and a byte-identical frames.csv in-process (--jobs 1) and in one-core
+    workers (--jobs 2)."""
+    d = tmp_path / "in"
+    d.mkdir()
+    bad = _damaged_copy(samples / "pyfeat_single_face.mp4", d / "damaged.mp4")
+    (d / "intact.mp4").write_bytes((samples / "pyfeat_no_face.mp4").read_bytes())
+    one_thread, two_threads = _decoded_frames(bad, 1), _decoded_frames(bad, 2)
+    assert one_thread != two_threads          # the damage is one that threading changes
+    settings = settings_for(fps=2.0)
+    one, two = tmp_path / "one", tmp_path / "two"
+    run_batch([d], settings, out_root=one, quiet=True)
+    run_batch([d], settings, out_root=two, quiet=True, jobs=2)
+    ra, rb = _summary(one), _summary(two)
+    assert [(r["input"], r["status"], r["reason"]) for r in ra] == \
+        [(r["input"], r["status"], r["reason"]) for r in rb]
+    csv_a, csv_b = one / "damaged" / "damaged.frames.csv", two / "damaged" / "damaged.frames.csv"
+    assert csv_a.is_file() == csv_b.is_file()
+    if csv_a.is_file():
+        assert csv_a.read_bytes() == csv_b.read_bytes()
