@@ -20,8 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import LABEL_SETS, FaceDataset, load_dataset
+from .checkpoint import CheckpointError, ModelConfig, load_config
+from .data import FER2013_FRAME, LABEL_SETS, FaceDataset, grouped_split, load_dataset
 from .errors import UsageError
+from .metrics import confusion_matrix, metrics_from_confusion, soft_nll
+from .recipe import TrainArgs
 
 
 @dataclass(frozen=True)
@@ -130,3 +133,124 @@ def epoch_indices(offsets: list[int], sizes: list[int], shares: np.ndarray, epoc
         picks.append(perm + off)
     idx = np.concatenate(picks) if picks else np.zeros(0, dtype=np.int64)
     return idx[rng.permutation(len(idx))]
+
+
+# ---------------------------------------------------------------- a run's data
+def _cap_train_images(train_set: FaceDataset, args: TrainArgs) -> FaceDataset:
+    if args.max_images and len(train_set) > args.max_images:
+        idx = np.random.default_rng(args.seed).permutation(len(train_set))[: args.max_images]
+        train_set = train_set.subset(np.sort(idx))
+    return train_set
+
+
+FACE_FRAMES = ("auto", "none", "fer2013")
+
+
+def run_alignment(args: TrainArgs) -> dict:
+    """The face frame a run trains in (``ModelConfig.alignment``): "none" -> {} (box crops),
+    "fer2013" -> FER2013's frame (``data.FER2013_FRAME``), "auto" -> the frame of the
+    ``--weights`` checkpoint (so a fine-tune keeps its start's frame; {} for checkpoints made
+    before alignment existed), and FER2013's frame when starting from none/imagenet."""
+    if args.face_frame == "none":
+        return {}
+    if args.face_frame == "fer2013":
+        return dict(FER2013_FRAME)
+    if args.face_frame != "auto":
+        raise UsageError(f"--face-frame must be one of {', '.join(FACE_FRAMES)} (got {args.face_frame!r})")
+    if args.weights in ("none", "imagenet"):
+        return dict(FER2013_FRAME)
+    try:
+        return dict(load_config(args.weights).alignment)
+    except CheckpointError as exc:
+        raise UsageError(f"--weights {args.weights}: {exc}") from None
+
+
+def _frame_config(args: TrainArgs, classes: list[str]) -> ModelConfig:
+    return ModelConfig(classes=list(classes), input_size=args.img_size, alignment=run_alignment(args))
+
+
+def prepare_dataset(d: FaceDataset, config: ModelConfig) -> FaceDataset:
+    """``d`` with its images in ``config``'s face frame and input size (``face_frame``)."""
+    from .face_frame import prepare_images
+
+    want = dict(config.alignment) or None
+    if d.images.shape[1:] == (config.input_size, config.input_size) and (not want or d.frame == want):
+        return d
+    out = d.subset(np.arange(len(d)))
+    out.images = prepare_images(d, config)
+    out.frame = want if want else d.frame
+    return out
+
+
+def concat_sets(parts: list[FaceDataset]) -> FaceDataset:
+    """One dataset from prepared sources (same image size and classes); ``extra["source_id"]``
+    says which part each image came from; group ids never collide across parts."""
+    if len(parts) == 1:
+        d = parts[0].subset(np.arange(len(parts[0])))
+        d.extra = {**d.extra, "source_id": np.zeros(len(d), dtype=np.int64)}
+        return d
+    groups, off = [], 0
+    for d in parts:
+        groups.append(d.groups + off)
+        off += int(d.groups.max()) + 1 if len(d) else 0
+    soft = any(d.targets is not None for d in parts)
+    return FaceDataset(
+        np.concatenate([d.images for d in parts]), np.concatenate([d.labels for d in parts]),
+        list(parts[0].classes), np.concatenate(groups), " + ".join(d.source for d in parts),
+        "/".join(sorted({d.grouped_by for d in parts})),
+        {"source_id": np.concatenate([np.full(len(d), k, dtype=np.int64) for k, d in enumerate(parts)])},
+        np.concatenate([d.soft_targets() for d in parts]) if soft else None,
+        parts[0].frame, " + ".join(d.name for d in parts))
+
+
+def source_names(args: TrainArgs) -> list[str]:
+    return [s.name for s in source_specs(args.data)]
+
+
+def carve_run_data(args: TrainArgs) -> tuple[FaceDataset, FaceDataset]:
+    """(training images, validation images) of a run: per source, the grouped validation
+    carve of its train split (``val_fraction``, ``seed``), every source mapped onto the
+    model's classes and brought into the run's face frame and input size, then the
+    ``max_images`` cap on the training part. ``extra["source_id"]`` indexes ``args.data``.
+    The same recipe always gives the same carve, so tools that revisit a run (``average``,
+    ``evaluate --split val``) see exactly the images it trained and selected on."""
+    specs = source_specs(args.data)
+    sets = load_sources(specs, "train")
+    classes = model_classes(sets)
+    cfg = _frame_config(args, classes)
+    trains, vals = [], []
+    for d in sets:
+        d = prepare_dataset(to_classes(d, classes), cfg)
+        keep, held = grouped_split(d.groups, d.labels, args.val_fraction, args.seed)
+        trains.append(d.subset(keep))
+        vals.append(d.subset(held))
+    return _cap_train_images(concat_sets(trains), args), concat_sets(vals)
+
+
+def validation_metrics(probs: np.ndarray, val: FaceDataset, names: list[str]) -> dict:
+    """``val_acc`` (the mean over sources of each source's accuracy, so a small source
+    counts as much as a big one), ``val_loss`` (the mean over sources of the cross-entropy
+    against the targets), ``val_macro_f1`` (all validation images pooled) and, with several
+    sources, ``val_acc_<name>`` per source."""
+    classes = val.classes
+    sid = val.extra.get("source_id", np.zeros(len(val), dtype=np.int64))
+    targets = val.soft_targets()
+    accs, losses, out = [], [], {}
+    for k, name in enumerate(names):
+        m = sid == k
+        if not m.any():
+            continue
+        acc = float((probs[m].argmax(1) == val.labels[m]).mean())
+        accs.append(acc)
+        losses.append(soft_nll(probs[m], targets[m]))
+        if len(names) > 1:
+            out[f"val_acc_{name}"] = acc
+    pooled = metrics_from_confusion(confusion_matrix(val.labels, probs.argmax(1), len(classes)), classes)
+    return {"val_acc": float(np.mean(accs)), "val_macro_f1": pooled["macro_f1"],
+            "val_loss": float(np.mean(losses)), **out}
+
+
+def _nll(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean negative log-likelihood of the true class (plain: no class weights, no smoothing)."""
+    p = probs[np.arange(len(labels)), np.asarray(labels)]
+    return float(-np.log(np.clip(p, 1e-12, None)).mean())

@@ -20,18 +20,22 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import __version__
-from .checkpoint import (CheckpointError, ModelConfig, checkpoint_paths, file_sha256, load_checkpoint, load_config,
-                         save_checkpoint)
-from .data import FER2013_FRAME, FaceDataset, grouped_split
+from .augment import augment, augment_video, degrade_u8, normalise, soft_cross_entropy
+from .checkpoint import ModelConfig, checkpoint_paths, file_sha256, load_checkpoint, save_checkpoint
+from .data import FaceDataset
 from .errors import SetupError, UsageError
+# confusion_matrix, metrics_from_confusion, carve_run_data, prepare_dataset and TrainArgs are
+# also imported from here by evaluate, average and the tests.
+from .metrics import (confusion_matrix, expected_calibration_error, fit_temperature,  # noqa: F401
+                      metrics_from_confusion, soft_nll)
 from .model import EmotionNet, WeightsUnavailable, build_model, load_imagenet_backbone
-from .predict import predict_logits, predict_probs, probs_from_logits, resize_batch  # noqa: F401 (re-exported)
+from .predict import predict_logits, predict_probs, probs_from_logits, resize_batch  # noqa: F401
 from .preprocess import to_tensor
-from .recipe import TrainArgs  # also re-exported: fer_video.train.TrainArgs
-from .sources import draw_weights, epoch_indices, load_sources, model_classes, source_specs, to_classes
+from .recipe import TrainArgs
+from .sources import (_cap_train_images, _frame_config, carve_run_data, draw_weights, epoch_indices,
+                      prepare_dataset, run_alignment, source_names, source_specs, validation_metrics)
 
 # TrainArgs fields that say where and how a run executes, not what it trains: left out of a
 # checkpoint's recipe, and the only ones a resumed run takes from the new command line.
@@ -46,208 +50,6 @@ def pick_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda"):
         raise UsageError(f"--device must be auto, cpu or cuda (got {name!r})")
     return torch.device(name)
-
-
-# ---------------------------------------------------------------- augmentation
-def augment(x: torch.Tensor, gen: torch.Generator, roll_deg: float = 10.0, yaw: float = 0.0) -> torch.Tensor:
-    """Batched augmentation of normalised images (N,C,H,W), done as one affine warp.
-
-    Random scale 0.9-1.1 (crop), rotation within +-``roll_deg`` degrees, shift within +-8%,
-    horizontal flip with p=0.5, with ``yaw`` > 0 a horizontal squeeze of the face to
-    1-``yaw``..1 of its width (a head turned a little: the near half stays, the face narrows),
-    then random erasing (p=0.5, 2-20% of the area: occlusion by hands, glasses, microphones)
-    — the same recipe for every image set, applied on the training device. The "basic"
-    recipe is the defaults (roll 10, no yaw); "video" uses roll 15 and yaw 0.25.
-    """
-    n = x.shape[0]
-    dev = x.device
-    u = lambda *s: torch.rand(*s, generator=gen).to(dev)  # noqa: E731
-    angle = (u(n) * 2 - 1) * math.radians(roll_deg)
-    scale = 0.9 + u(n) * 0.2
-    flip = torch.where(u(n) < 0.5, -1.0, 1.0).to(dev)
-    tx, ty = (u(n) * 2 - 1) * 0.08 * 2, (u(n) * 2 - 1) * 0.08 * 2
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    # grid_sample's theta maps output to input: dividing x by the squeeze narrows the face
-    squeeze = (1 - yaw * u(n)) if yaw else torch.ones(n, device=dev)
-    theta = torch.stack([torch.stack([cos * flip / squeeze, -sin / squeeze, tx], 1),
-                         torch.stack([sin * flip, cos, ty], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    # Random erasing: one rectangle per selected image, filled with noise.
-    h, w = x.shape[-2:]
-    area = (0.02 + u(n) * 0.18) * h * w
-    ratio = torch.exp((u(n) * 2 - 1) * math.log(3))
-    eh = torch.sqrt(area * ratio).clamp(1, h).long()
-    ew = torch.sqrt(area / ratio).clamp(1, w).long()
-    y0 = (u(n) * (h - eh + 1).float()).long()
-    x0 = (u(n) * (w - ew + 1).float()).long()
-    ys = torch.arange(h, device=dev).view(1, h, 1)
-    xs = torch.arange(w, device=dev).view(1, 1, w)
-    mask = ((ys >= y0.view(-1, 1, 1)) & (ys < (y0 + eh).view(-1, 1, 1))
-            & (xs >= x0.view(-1, 1, 1)) & (xs < (x0 + ew).view(-1, 1, 1)))
-    mask &= (u(n) < 0.5).view(-1, 1, 1)
-    noise = torch.randn(x.shape, generator=gen).to(dev)
-    return torch.where(mask.unsqueeze(1), noise, x)
-
-
-def degrade_u8(images: np.ndarray, rng: np.random.Generator, p_jpeg: float = 0.25) -> np.ndarray:
-    """JPEG re-compression of uint8 gray images (N,H,W), each with probability ``p_jpeg``
-    at a quality drawn from 15-60: the block artefacts of streamed and re-encoded video."""
-    import io
-
-    from PIL import Image
-
-    out = images.copy()
-    for i in np.flatnonzero(rng.random(len(images)) < p_jpeg):
-        buf = io.BytesIO()
-        Image.fromarray(images[i]).save(buf, format="JPEG", quality=int(rng.integers(15, 61)))
-        buf.seek(0)
-        with Image.open(buf) as im:
-            out[i] = np.asarray(im.convert("L"))
-    return out
-
-
-def augment_video(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """What video does to faces, on images in [0, 1] (N,C,H,W), before normalisation:
-    illumination (contrast 0.6-1.4, brightness +-0.15, p=0.5) and gamma (0.67-1.5, p=0.5);
-    down-and-up scaling to 0.35, 0.5 or 0.7 of the side (bilinear, antialiased down, p=0.25
-    in all: small, far faces); Gaussian blur (sigma 0.4-1.2 px, p=0.2: defocus, motion). Geometry (roll,
-    yaw as a horizontal squeeze, zoom, shift, flip) and occlusion follow in ``augment``."""
-    n, _, h, w = x.shape
-    dev = x.device
-    u = lambda *s: torch.rand(*s, generator=gen).to(dev)  # noqa: E731
-    on = (u(n) < 0.5).view(-1, 1, 1, 1)
-    contrast = (0.6 + 0.8 * u(n)).view(-1, 1, 1, 1)
-    bright = ((u(n) * 2 - 1) * 0.15).view(-1, 1, 1, 1)
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    x = torch.where(on, ((x - mean) * contrast + mean + bright).clamp(0, 1), x)
-    on = (u(n) < 0.5).view(-1, 1, 1, 1)
-    gamma = torch.exp((u(n) * 2 - 1) * math.log(1.5)).view(-1, 1, 1, 1)
-    x = torch.where(on, x.clamp_min(1e-4) ** gamma, x)
-    # down-and-up: three sizes, so each is one batched interpolate
-    sel = u(n)
-    for lo, hi, frac in ((0.0, 0.05, 0.35), (0.05, 0.15, 0.5), (0.15, 0.25, 0.7)):
-        idx = torch.nonzero((sel >= lo) & (sel < hi)).flatten()
-        if len(idx):
-            small = F.interpolate(x[idx], size=(max(2, round(h * frac)), max(2, round(w * frac))),
-                                  mode="bilinear", antialias=True, align_corners=False)
-            x[idx] = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
-    # Gaussian blur with one sigma per image: a grouped 7x7 convolution
-    on = torch.nonzero(u(n) < 0.2).flatten()
-    if len(on):
-        sigma = 0.4 + u(len(on)) * 0.8
-        r = torch.arange(-3, 4, device=dev, dtype=x.dtype)
-        k1 = torch.exp(-(r.view(1, -1) ** 2) / (2 * sigma.view(-1, 1) ** 2))
-        k1 = k1 / k1.sum(1, keepdim=True)
-        k2 = (k1.unsqueeze(2) * k1.unsqueeze(1)).unsqueeze(1)           # m,1,7,7
-        sub = x[on]
-        c = sub.shape[1]
-        flat = F.pad(sub.reshape(1, -1, h, w), (3, 3, 3, 3), mode="replicate")
-        x[on] = F.conv2d(flat, k2.repeat_interleave(c, 0), groups=len(on) * c).reshape(-1, c, h, w)
-    return x
-
-
-def normalise(x: torch.Tensor, config: ModelConfig) -> torch.Tensor:
-    """[0, 1] images (N,1|3,H,W) -> the network's input (channels and mean/std of the config)."""
-    if x.shape[1] == 1 and config.channels == 3:
-        x = x.expand(-1, 3, -1, -1)
-    mean = torch.tensor(config.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    std = torch.tensor(config.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return ((x - mean) / std).contiguous()
-
-
-def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None,
-                       label_smoothing: float = 0.0) -> torch.Tensor:
-    """Cross-entropy against target distributions (N x C rows summing to 1):
-    ``sum_i sum_c w_c t'_ic (-log p_ic) / sum_i sum_c w_c t_ic`` with ``t' = (1 - e) t + e / C``.
-    For one-hot targets this is exactly ``F.cross_entropy(logits, labels, weight,
-    label_smoothing=e)`` (its weighted mean); for FER+ vote distributions each vote counts."""
-    logp = F.log_softmax(logits.float(), dim=1)
-    c = logits.shape[1]
-    w = torch.ones(c, device=logits.device) if weight is None else weight.to(logits.device).float()
-    t = targets.float()
-    smoothed = t * (1 - label_smoothing) + label_smoothing / c
-    num = -(smoothed * logp * w).sum()
-    den = (t * w).sum().clamp_min(1e-12)
-    return num / den
-
-
-# ---------------------------------------------------------------- metrics
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarray:
-    cm = np.zeros((n, n), dtype=np.int64)
-    np.add.at(cm, (y_true, y_pred), 1)
-    return cm
-
-
-def metrics_from_confusion(cm: np.ndarray, classes: list[str]) -> dict:
-    """accuracy, macro-F1 (over classes present in y_true), per-class precision/recall/F1/support."""
-    tp = np.diag(cm).astype(float)
-    support = cm.sum(1).astype(float)
-    predicted = cm.sum(0).astype(float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.where(predicted > 0, tp / predicted, 0.0)
-        recall = np.where(support > 0, tp / support, 0.0)
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
-    present = support > 0
-    total = cm.sum()
-    return {
-        "accuracy": float(tp.sum() / total) if total else 0.0,
-        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
-        "n": int(total),
-        "per_class": {c: {"precision": float(precision[i]), "recall": float(recall[i]),
-                          "f1": float(f1[i]), "support": int(support[i])} for i, c in enumerate(classes)},
-    }
-
-
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
-    """ECE: the top-class confidence is binned into ``bins`` equal-width bins over [0, 1];
-    ECE = sum over bins of (share of images in the bin) x |accuracy - mean confidence| in it."""
-    probs = np.asarray(probs, dtype=np.float64)
-    labels = np.asarray(labels)
-    if not len(labels):
-        return 0.0
-    conf = probs.max(1)
-    correct = (probs.argmax(1) == labels).astype(np.float64)
-    which = np.minimum((conf * bins).astype(int), bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        m = which == b
-        if m.any():
-            ece += m.mean() * abs(correct[m].mean() - conf[m].mean())
-    return float(ece)
-
-
-def soft_nll(probs: np.ndarray, targets: np.ndarray) -> float:
-    """Mean cross-entropy of probabilities against target distributions (= NLL for one-hot)."""
-    return float(-(np.asarray(targets) * np.log(np.clip(probs, 1e-12, None))).sum(1).mean())
-
-
-def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
-    """The softmax temperature T > 0 minimising the mean cross-entropy of softmax(logits / T)
-    against ``targets`` (N x C distributions): golden-section search on log T in [1/20, 20]."""
-    z = np.asarray(logits, dtype=np.float64)
-    t = np.asarray(targets, dtype=np.float64)
-
-    def loss(log_t: float) -> float:
-        a = z / math.exp(log_t)
-        a = a - a.max(1, keepdims=True)
-        logp = a - np.log(np.exp(a).sum(1, keepdims=True))
-        return float(-(t * logp).sum(1).mean())
-
-    lo, hi = math.log(0.05), math.log(20.0)
-    g = (math.sqrt(5) - 1) / 2
-    c, d = hi - g * (hi - lo), lo + g * (hi - lo)
-    fc, fd = loss(c), loss(d)
-    for _ in range(80):
-        if fc < fd:
-            hi, d, fd = d, c, fc
-            c = hi - g * (hi - lo)
-            fc = loss(c)
-        else:
-            lo, c, fc = c, d, fd
-            d = lo + g * (hi - lo)
-            fd = loss(d)
-    return float(math.exp((lo + hi) / 2))
 
 
 # ---------------------------------------------------------------- training
@@ -304,126 +106,6 @@ def _initial_model(args: TrainArgs, config: ModelConfig, device: torch.device) -
         else:
             info["head"] = "new"
     return model.to(device), info
-
-
-def _cap_train_images(train_set: FaceDataset, args: TrainArgs) -> FaceDataset:
-    if args.max_images and len(train_set) > args.max_images:
-        idx = np.random.default_rng(args.seed).permutation(len(train_set))[: args.max_images]
-        train_set = train_set.subset(np.sort(idx))
-    return train_set
-
-
-FACE_FRAMES = ("auto", "none", "fer2013")
-
-
-def run_alignment(args: TrainArgs) -> dict:
-    """The face frame a run trains in (``ModelConfig.alignment``): "none" -> {} (box crops),
-    "fer2013" -> FER2013's frame (``data.FER2013_FRAME``), "auto" -> the frame of the
-    ``--weights`` checkpoint (so a fine-tune keeps its start's frame; {} for checkpoints made
-    before alignment existed), and FER2013's frame when starting from none/imagenet."""
-    if args.face_frame == "none":
-        return {}
-    if args.face_frame == "fer2013":
-        return dict(FER2013_FRAME)
-    if args.face_frame != "auto":
-        raise UsageError(f"--face-frame must be one of {', '.join(FACE_FRAMES)} (got {args.face_frame!r})")
-    if args.weights in ("none", "imagenet"):
-        return dict(FER2013_FRAME)
-    try:
-        return dict(load_config(args.weights).alignment)
-    except CheckpointError as exc:
-        raise UsageError(f"--weights {args.weights}: {exc}") from None
-
-
-def _frame_config(args: TrainArgs, classes: list[str]) -> ModelConfig:
-    return ModelConfig(classes=list(classes), input_size=args.img_size, alignment=run_alignment(args))
-
-
-def prepare_dataset(d: FaceDataset, config: ModelConfig) -> FaceDataset:
-    """``d`` with its images in ``config``'s face frame and input size (``face_frame``)."""
-    from .face_frame import prepare_images
-
-    want = dict(config.alignment) or None
-    if d.images.shape[1:] == (config.input_size, config.input_size) and (not want or d.frame == want):
-        return d
-    out = d.subset(np.arange(len(d)))
-    out.images = prepare_images(d, config)
-    out.frame = want if want else d.frame
-    return out
-
-
-def concat_sets(parts: list[FaceDataset]) -> FaceDataset:
-    """One dataset from prepared sources (same image size and classes); ``extra["source_id"]``
-    says which part each image came from; group ids never collide across parts."""
-    if len(parts) == 1:
-        d = parts[0].subset(np.arange(len(parts[0])))
-        d.extra = {**d.extra, "source_id": np.zeros(len(d), dtype=np.int64)}
-        return d
-    groups, off = [], 0
-    for d in parts:
-        groups.append(d.groups + off)
-        off += int(d.groups.max()) + 1 if len(d) else 0
-    soft = any(d.targets is not None for d in parts)
-    return FaceDataset(
-        np.concatenate([d.images for d in parts]), np.concatenate([d.labels for d in parts]),
-        list(parts[0].classes), np.concatenate(groups), " + ".join(d.source for d in parts),
-        "/".join(sorted({d.grouped_by for d in parts})),
-        {"source_id": np.concatenate([np.full(len(d), k, dtype=np.int64) for k, d in enumerate(parts)])},
-        np.concatenate([d.soft_targets() for d in parts]) if soft else None,
-        parts[0].frame, " + ".join(d.name for d in parts))
-
-
-def source_names(args: TrainArgs) -> list[str]:
-    return [s.name for s in source_specs(args.data)]
-
-
-def carve_run_data(args: TrainArgs) -> tuple[FaceDataset, FaceDataset]:
-    """(training images, validation images) of a run: per source, the grouped validation
-    carve of its train split (``val_fraction``, ``seed``), every source mapped onto the
-    model's classes and brought into the run's face frame and input size, then the
-    ``max_images`` cap on the training part. ``extra["source_id"]`` indexes ``args.data``.
-    The same recipe always gives the same carve, so tools that revisit a run (``average``,
-    ``evaluate --split val``) see exactly the images it trained and selected on."""
-    specs = source_specs(args.data)
-    sets = load_sources(specs, "train")
-    classes = model_classes(sets)
-    cfg = _frame_config(args, classes)
-    trains, vals = [], []
-    for d in sets:
-        d = prepare_dataset(to_classes(d, classes), cfg)
-        keep, held = grouped_split(d.groups, d.labels, args.val_fraction, args.seed)
-        trains.append(d.subset(keep))
-        vals.append(d.subset(held))
-    return _cap_train_images(concat_sets(trains), args), concat_sets(vals)
-
-
-def validation_metrics(probs: np.ndarray, val: FaceDataset, names: list[str]) -> dict:
-    """``val_acc`` (the mean over sources of each source's accuracy, so a small source
-    counts as much as a big one), ``val_loss`` (the mean over sources of the cross-entropy
-    against the targets), ``val_macro_f1`` (all validation images pooled) and, with several
-    sources, ``val_acc_<name>`` per source."""
-    classes = val.classes
-    sid = val.extra.get("source_id", np.zeros(len(val), dtype=np.int64))
-    targets = val.soft_targets()
-    accs, losses, out = [], [], {}
-    for k, name in enumerate(names):
-        m = sid == k
-        if not m.any():
-            continue
-        acc = float((probs[m].argmax(1) == val.labels[m]).mean())
-        accs.append(acc)
-        losses.append(soft_nll(probs[m], targets[m]))
-        if len(names) > 1:
-            out[f"val_acc_{name}"] = acc
-    pooled = metrics_from_confusion(confusion_matrix(val.labels, probs.argmax(1), len(classes)), classes)
-    return {"val_acc": float(np.mean(accs)), "val_macro_f1": pooled["macro_f1"],
-            "val_loss": float(np.mean(losses)), **out}
-
-
-def _nll(probs: np.ndarray, labels: np.ndarray) -> float:
-    """Mean negative log-likelihood of the true class (plain: no class weights, no smoothing)."""
-    p = probs[np.arange(len(labels)), np.asarray(labels)]
-    return float(-np.log(np.clip(p, 1e-12, None)).mean())
 
 
 def _selection_key(record: dict) -> tuple[float, float]:
