@@ -41,7 +41,7 @@ class TrainArgs:
                                         "(default: %(default)s)", choices=("none", "sqrt", "inverse"))
     val_fraction: float = _opt(0.1, "share of each source's groups held out to choose the epoch "
                                     "(default: %(default)s)")
-    device: str = _opt("auto", "auto | cpu | cuda (default: %(default)s)")
+    device: str = _opt("auto", "auto | cpu | cuda | cuda:N (default: %(default)s)")
     seed: int = _opt(0, "seed of the validation carve, shuffling and augmentation (default: %(default)s)")
     resume: bool = _opt(False, "continue the run in --out where it stopped", cli="train")
     amp: bool = _opt(True, "train in fp32 (default: bf16/fp16 autocast)", flag="--no-amp")

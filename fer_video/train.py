@@ -43,13 +43,12 @@ _RUN_ONLY_FIELDS = ("out", "resume", "log_every", "device")
 
 
 def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda requested but no CUDA device is available")
-    if name not in ("cpu", "cuda"):
-        raise UsageError(f"--device must be auto, cpu or cuda (got {name!r})")
-    return torch.device(name)
+    """The torch device for ``--device`` (auto, cpu, cuda, cuda:N): the one resolver that
+    ``analyze`` uses too (``classify.resolve_device``); a CUDA device that is not there is a
+    one-line UsageError."""
+    from .classify import resolve_device
+
+    return torch.device(resolve_device(name))
 
 
 # ---------------------------------------------------------------- training
