@@ -65,29 +65,37 @@ def probe(path) -> VideoInfo:
     av = _import_av()
     container = _open_container(p, av)
     try:
-        if _is_image_format(container):
-            container.close()
-            return _probe_image(p)
-        stream = _video_stream(p, container)
-        first = _first_frame(p, container, stream, av)
-        rotation = _rotation_cw(first)
-        w, h = first.width, first.height
-        if rotation in (90, 270):
-            w, h = h, w
-        return VideoInfo(
-            path=str(p),
-            size_bytes=p.stat().st_size,
-            container=container.format.name,
-            codec=_codec_name(stream),
-            width=int(w),
-            height=int(h),
-            rotation=rotation,
-            fps=_average_fps(stream),
-            duration_s=_duration_s(stream, container),
-            is_image=False,
-        )
+        return _probe_video(p, container, av)
+    except (InputError, MemoryError):
+        raise
+    except Exception:     # PyAV tripping over malformed data (e.g. a stream with no codec)
+        raise InputError(p, f"{_container_kind(p)}: its video stream cannot be read") from None
     finally:
         container.close()
+
+
+def _probe_video(p: Path, container, av) -> VideoInfo:
+    """``probe`` of an opened container (closed by the caller)."""
+    if _is_image_format(container):
+        return _probe_image(p)
+    stream = _video_stream(p, container)
+    first = _first_frame(p, container, stream, av)
+    rotation = _rotation_cw(first)
+    w, h = first.width, first.height
+    if rotation in (90, 270):
+        w, h = h, w
+    return VideoInfo(
+        path=str(p),
+        size_bytes=p.stat().st_size,
+        container=container.format.name,
+        codec=_codec_name(stream),
+        width=int(w),
+        height=int(h),
+        rotation=rotation,
+        fps=_average_fps(stream),
+        duration_s=_duration_s(stream, container),
+        is_image=False,
+    )
 
 
 def _check_file(path) -> Path:
@@ -179,6 +187,25 @@ def _open_container(p: Path, av):
         raise InputError(p, _why_unreadable(p)) from None
     except av.error.FFmpegError as e:
         raise InputError(p, f"cannot open as a video: {_ffmpeg_message(e)}") from None
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception:     # PyAV itself failing on a malformed header
+        raise InputError(p, _why_unreadable(p)) from None
+
+
+def _container_kind(p: Path) -> str:
+    """"corrupt <kind> container", the kind read from the file's first bytes."""
+    try:
+        with open(p, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        head = b""
+    for magic, at, kind in ((b"ftyp", 4, "MP4/MOV"), (b"\x1aE\xdf\xa3", 0, "Matroska/WebM"),
+                            (b"RIFF", 0, "RIFF (AVI)"), (b"FLV", 0, "FLV"),
+                            (b"\x00\x00\x01\xba", 0, "MPEG-PS"), (b"OggS", 0, "Ogg")):
+        if head[at:at + len(magic)] == magic:
+            return f"corrupt {kind} container"
+    return "corrupt container"
 
 
 def _why_unreadable(p: Path) -> str:
@@ -235,9 +262,12 @@ def _video_stream(p: Path, container):
 
 
 def _codec_name(stream) -> str:
-    """The codec's canonical name ("mp3", "h264"), not the decoder's ("mp3float")."""
-    codec = stream.codec_context.codec
-    return getattr(codec, "canonical_name", None) or stream.codec_context.name
+    """The codec's canonical name ("mp3", "h264"), not the decoder's ("mp3float"); "unknown"
+    for a stream FFmpeg has no decoder for (no codec context)."""
+    ctx = stream.codec_context
+    if ctx is None:
+        return "unknown"
+    return getattr(ctx.codec, "canonical_name", None) or ctx.name or "unknown"
 
 
 def _raise(p, reason):
@@ -258,6 +288,10 @@ def _first_frame(p: Path, container, stream, av):
     except av.error.FFmpegError as e:
         raise InputError(p, f"video stream cannot be decoded ({_codec_name(stream)}): "
                             f"{_ffmpeg_message(e)}") from None
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception:     # PyAV failing on malformed data (e.g. a stream the header lacked)
+        raise InputError(p, f"{_container_kind(p)}: no decodable video frame") from None
     raise InputError(p, "no decodable video frame (file truncated or corrupt)")
 
 
@@ -428,8 +462,16 @@ def _sample_video(p: Path, info: VideoInfo, fps: float, start: float,
             except StopIteration:
                 break
             except av.error.FFmpegError as e:
+                if _no_packet_left(container, stream):     # it broke on the file's last bytes:
+                    _check_complete(p, container, stream, tb, last_time, decoded, nominal,
+                                    start, av)               # truncated, if it ends early
                 _stream_broken(p, last_time, decoded,
                                f"the video stream is corrupt ({_ffmpeg_message(e)})")
+            except (MemoryError, KeyboardInterrupt):
+                raise
+            except Exception:   # PyAV failing on malformed data, e.g. a stream appearing
+                _stream_broken(p, last_time, decoded,   # mid-file that the header lacked
+                               f"{_container_kind(p)} (its data cannot be demuxed)")
             decoded += 1
             pts = frame.pts if frame.pts is not None else frame.dts
             if origin is None:
@@ -460,7 +502,7 @@ def _sample_video(p: Path, info: VideoInfo, fps: float, start: float,
         if decoded == 0 and not seeked:
             _stream_broken(p, None, 0, "no decodable video frame (file truncated or corrupt)")
         if reached_eof:
-            _check_complete(p, container, stream, tb, last_time, decoded, nominal, start)
+            _check_complete(p, container, stream, tb, last_time, decoded, nominal, start, av)
     finally:
         container.close()
 
@@ -476,26 +518,93 @@ def _stream_broken(p, last_time, decoded, reason, say_where=True):
     raise err
 
 
-def _check_complete(p, container, stream, tb, last_time, decoded, nominal, start):
+def _check_complete(p, container, stream, tb, last_time, decoded, nominal, start, av):
     """Catch a file cut short (interrupted download or copy): FFmpeg just stops at EOF.
 
-    The expected length is the video stream's own declared duration (mp4/mov indexes),
-    or, when it has none (Matroska/WebM, FLV), the container's duration if the file has no
-    other stream: a container duration may include a longer audio track, and a file
-    wrongly called truncated would be reported as failed.
+    Whatever the container, the video is truncated when it ends well before what the
+    container says (the slack: the largest of 1 s, 5% and ten frames). What it says is, in
+    order: the video stream's own declared duration (MP4/MOV indexes, AVI), the video
+    track's ``DURATION`` tag (Matroska/WebM write one per track, in the header), or the
+    container's duration. A container duration may include a longer audio track, so when
+    the file has other streams it counts only if no stream's data reaches it either (a
+    demuxing pass over the packets, no decoding: only done when the video ends early).
     """
-    if stream.duration and tb:
-        expected = float(stream.duration * tb)
-    elif container.duration and len(container.streams) == 1:
-        expected = container.duration / 1_000_000   # AV_TIME_BASE
-    else:
-        return
     reached = last_time if last_time is not None else start
-    missing = expected - (reached + nominal)
-    if expected > start and missing > max(1.0, 0.05 * expected, 10 * nominal):
+    end = reached + nominal                       # seconds of video decoded, from its start
+
+    def slack(expected: float) -> float:
+        return max(1.0, 0.05 * expected, 10 * nominal)
+
+    expected = _declared_video_duration(stream, tb)
+    if expected is None and container.duration and container.duration > 0:
+        expected = container.duration / 1_000_000   # AV_TIME_BASE
+        if expected > start and expected - end > slack(expected) and len(container.streams) > 1:
+            data_end = _data_end_s(p, av, stream, reached)
+            if data_end is None or expected - data_end <= slack(expected):
+                return                               # another stream goes on: not truncated
+    if expected is None:
+        return
+    if expected > start and expected - end > slack(expected):
         _stream_broken(p, last_time, decoded,
                        f"the file is truncated: the video stops at {reached:.2f} s "
                        f"of {expected:.2f} s", say_where=False)
+
+
+def _no_packet_left(container, stream) -> bool:
+    """Whether the file holds no further packet of ``stream`` (a decoding error on the last
+    bytes of a file cut short, rather than damage in the middle)."""
+    try:
+        for packet in container.demux(stream):
+            if packet.size:
+                return False
+    except Exception:
+        return False
+    return True
+
+
+def _declared_video_duration(stream, tb) -> Optional[float]:
+    """Seconds the video stream says it lasts (its own duration or DURATION tag), or None."""
+    if stream.duration and tb:
+        return float(stream.duration * tb)
+    tag = {k.upper(): v for k, v in (stream.metadata or {}).items()}.get("DURATION")
+    if tag:
+        try:
+            h, m, sec = str(tag).strip().split(":")
+            value = int(h) * 3600 + int(m) * 60 + float(sec)
+        except ValueError:
+            return None
+        return value if math.isfinite(value) and value > 0 else None
+    return None
+
+
+def _data_end_s(p: Path, av, video, reached: float) -> Optional[float]:
+    """How far (seconds from the video stream's start) the file's data reaches in any
+    stream: the end of its last packet, demuxed (not decoded) from shortly before
+    ``reached``. None when it cannot be read (the caller then does not call it truncated)."""
+    try:
+        container = av.open(ffmpeg_url(p), metadata_errors="ignore")
+    except Exception:
+        return None
+    try:
+        origin_s = 0.0
+        vs = [s for s in container.streams if s.index == video.index]
+        if vs and vs[0].start_time is not None and vs[0].time_base:
+            origin_s = float(vs[0].start_time * vs[0].time_base)
+        try:
+            container.seek(max(0, int((origin_s + reached - 2.0) * 1_000_000)), backward=True)
+        except Exception:
+            pass
+        end = None
+        for packet in container.demux():
+            if packet.pts is None or not packet.stream.time_base:
+                continue
+            t = float((packet.pts + (packet.duration or 0)) * packet.stream.time_base) - origin_s
+            end = t if end is None else max(end, t)
+        return end
+    except Exception:
+        return None
+    finally:
+        container.close()
 
 
 def _count_frames_before(p: Path, start: float, av):
@@ -533,7 +642,9 @@ def _count_frames_before(p: Path, start: float, av):
         if origin is None:
             return None
         return count, origin, origin + int(math.ceil((start - _EPS) / tb))
-    except (av.error.FFmpegError, InputError):
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception:     # FFmpeg or PyAV failing on the data: decode from the start instead
         return None
     finally:
         container.close()

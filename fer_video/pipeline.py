@@ -578,7 +578,7 @@ def dominant_text(faces) -> str:
 # tracking, classification, aggregation, what makes an input fail): a report made by
 # another version is redone, never reused. Reports made before reuse keys existed have none
 # and are redone too.
-RESULTS_VERSION = 2
+RESULTS_VERSION = 3
 
 # Bytes hashed at each end of an input for its identity (the whole file for a small one).
 IDENTITY_SPAN = 64 * 1024
@@ -720,8 +720,10 @@ def job(input_path: str | os.PathLike, out_root: str | os.PathLike, settings: Se
         return _failed(input_path, one_line(exc), t0), False
     except (KeyboardInterrupt, MemoryError):
         raise
-    except Exception as exc:   # a decoder/library error on one input must not stop a batch
-        return _failed(input_path, f"{type(exc).__name__}: {one_line(exc)}", t0), False
+    except Exception as exc:   # a bug met on one input must not stop a batch: crash log
+        from .crash import internal_error_line
+
+        return _failed(input_path, internal_error_line(exc, f"analysing {input_path!r}"), t0), False
     return SummaryRow(input=input_path, status="ok", reason="", duration_s=result.info.duration_s,
                       n_faces=len(result.faces), dominant=dominant_text(result.faces),
                       report=report_rel, wall_s=result.wall_s), False

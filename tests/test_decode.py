@@ -531,3 +531,101 @@ def test_devices_sockets_and_broken_or_looping_links_are_refused(tmp_path):
     # a link to a real clip is its target
     os.symlink(SINGLE, tmp_path / "link.mp4")
     assert probe(tmp_path / "link.mp4").codec == "h264"
+
+
+# ----------------------------------------------------------------------------- fuzzing
+
+# A failure reason must say what is wrong with the file, never carry Python's own words.
+PYTHON_WORDS = ("IndexError", "AttributeError", "KeyError", "TypeError", "ValueError",
+                "ZeroDivisionError", "RuntimeError", "OverflowError", "AssertionError",
+                "NoneType", "object has no attribute", "list index out of range", "Traceback")
+
+
+def _mutate(data: bytes, rng: random.Random) -> bytes:
+    """One seeded mutation: 1-64 flipped bits, a deleted chunk, or a header truncation."""
+    b = bytearray(data)
+    kind = rng.choice(("flip", "delete", "head"))
+    if kind == "flip":
+        for _ in range(rng.randint(1, 64)):
+            b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
+    elif kind == "delete":
+        i = rng.randrange(len(b))
+        del b[i:i + rng.randint(1, max(1, len(b) // 20))]
+    else:
+        b = b[: max(1, int(len(b) * rng.uniform(0.01, 0.99)))]
+    return bytes(b)
+
+
+def _fuzz_seeds() -> list[Path]:
+    seeds = [SINGLE, NO_FACE, D19]
+    flv = Path(os.environ.get("FER_VIDEO_SHARED", REPO.parent / "shared")) / \
+        "videos/labelled/1001_DFA_ANG_XX.flv"
+    return seeds + [flv] if flv.is_file() else seeds
+
+
+def _outcome(path: Path) -> str:
+    """'ok', or the InputError's reason; any other exception fails the test."""
+    try:
+        for _ in sample_frames(path, fps=2):
+            pass
+    except InputError as e:
+        return e.reason
+    return "ok"
+
+
+def test_mutated_clips_fail_with_reasons_about_the_file_never_python_exceptions(tmp_path):
+    """60 seeded mutations of the sample clips (and a CREMA-D FLV when the shared folder has
+    it): each decodes or fails with an InputError whose reason names no Python exception."""
+    seeds = _fuzz_seeds()
+    failed = 0
+    for k in range(60):
+        rng = random.Random(k)
+        src = seeds[k % len(seeds)]
+        path = tmp_path / f"case{k}{src.suffix}"
+        path.write_bytes(_mutate(src.read_bytes(), rng))
+        outcome = _outcome(path)
+        assert not any(w in outcome for w in PYTHON_WORDS), (k, src.name, outcome)
+        failed += outcome != "ok"
+    assert failed >= 10           # the mutations do break files
+
+
+def test_flv_whose_damage_makes_pyav_fail_is_a_corrupt_container(tmp_path):
+    """A chunk cut from a CREMA-D FLV makes FFmpeg find a stream the header lacked, and
+    PyAV's demuxer raise IndexError: the reason is about the container instead."""
+    flv = shared("labelled/1001_DFA_ANG_XX.flv")
+    data = flv.read_bytes()
+    path = tmp_path / "damaged.flv"
+    path.write_bytes(data[:226861] + data[226861 + 1779:])
+    reason = _outcome(path)
+    assert reason.startswith("corrupt FLV container"), reason
+    assert not any(w in reason for w in PYTHON_WORDS)
+
+
+def _remux(src: Path, dst: Path, fmt: str) -> Path:
+    """``src``'s video and audio packets in another container (no re-encoding)."""
+    with av.open(str(src)) as i, av.open(str(dst), "w", format=fmt) as o:
+        streams = (i.streams.video[0], i.streams.audio[0])
+        out = {s.index: o.add_stream_from_template(s) for s in streams}
+        for packet in i.demux(*streams):
+            if packet.dts is None:
+                continue
+            packet.stream = out[packet.stream.index]
+            o.mux(packet)
+    return dst
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.5, 0.9])
+@pytest.mark.parametrize("fmt, ext", [("matroska", "mkv"), ("mp4", "mp4")])
+def test_truncated_video_with_audio_fails_in_every_container(tmp_path, fraction, fmt, ext):
+    """The 8.4 s clip (video and audio) in Matroska and MP4, cut to 10%, 50%, 90% of its
+    bytes: each cut fails as truncated (Matroska: its video track's DURATION tag against what
+    decodes; it used to be ok with 0 faces), the whole file decodes without complaint."""
+    whole = _remux(D19, tmp_path / f"whole.{ext}", fmt)
+    assert _outcome(whole) == "ok"
+    cut = tmp_path / f"cut.{ext}"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * fraction)])
+    reason = _outcome(cut)
+    assert "truncated" in reason, reason
+    if ext == "mkv":
+        assert reason.startswith("the file is truncated: the video stops at") and \
+            reason.endswith("of 8.36 s"), reason
