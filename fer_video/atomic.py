@@ -32,5 +32,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def visible_text(text: str) -> str:
+    """``text`` with every byte that is not UTF-8 shown as ``\\xNN``.
+
+    Paths are kept as ``str`` the way ``os.fsdecode`` makes them: a name byte that is not
+    UTF-8 (``b'clip_\\xff.mp4'``) becomes a lone surrogate (``'clip_\\udcff.mp4'``),
+    which no UTF-8 file or terminal can take. Written or printed, it reads ``clip_\\xff.mp4``
+    (four visible characters); valid text is unchanged.
+    """
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+    """Write ``text`` as UTF-8, a name's undecodable bytes as ``\\xNN`` (:func:`visible_text`)."""
+    atomic_write_bytes(path, visible_text(text).encode("utf-8"))

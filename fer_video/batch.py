@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .atomic import visible_text
 from .errors import EXIT_INPUT_FAILED, EXIT_INTERRUPTED, EXIT_OK, SetupError, UsageError
 from .settings import Settings
 
@@ -240,12 +241,13 @@ def run_batch(paths: Sequence[str | os.PathLike], settings: Settings, *,
 
     def note(i: int, job, row, was_skipped: bool) -> None:
         if row.status != "ok":
-            err.print(f"error: {row.input}: {row.reason}", markup=False)
+            err.print(visible_text(f"error: {row.input}: {row.reason}"), markup=False)
         elif not quiet and not show_bars:
             what = "skipped (report complete)" if was_skipped else (
                 f"{row.n_faces} face{'s' if row.n_faces != 1 else ''}"
                 + (f" ({row.dominant})" if row.dominant else "") + f" in {_fmt_s(row.wall_s)}")
-            err.print(f"[{i}/{n}] {row.input}: {what} -> {out_root / row.report}", markup=False)
+            err.print(visible_text(f"[{i}/{n}] {row.input}: {what} -> {out_root / row.report}"),
+                      markup=False)
 
     runner = None
     if executor == "ray":
@@ -387,9 +389,9 @@ def print_summary(console, rows, skipped, out_root: Path, is_batch: bool) -> Non
     for row, was_skipped in zip(rows, skipped):
         ok = row.status == "ok"
         status = ("[green]ok[/]" + (" (skipped)" if was_skipped else "")) if ok else "[red]failed[/]"
-        table.add_row(row.input, status, _fmt_s(row.duration_s or 0.0) if ok else "",
+        table.add_row(visible_text(row.input), status, _fmt_s(row.duration_s or 0.0) if ok else "",
                       str(row.n_faces) if ok else "",
-                      (row.dominant.replace(";", " ") or "no face") if ok else row.reason)
+                      (row.dominant.replace(";", " ") or "no face") if ok else visible_text(row.reason))
     console.print(table)
     failed = sum(1 for r in rows if r.status != "ok")
     console.print(f"{len(rows) - failed} ok, {failed} failed", markup=False, highlight=False)
@@ -397,4 +399,5 @@ def print_summary(console, rows, skipped, out_root: Path, is_batch: bool) -> Non
         console.print(f"index: {out_root / 'index.html'}  summary: {out_root / 'summary.csv'}",
                       markup=False, highlight=False)
     elif rows and rows[0].report:
-        console.print(f"report: {out_root / rows[0].report}", markup=False, highlight=False)
+        console.print(visible_text(f"report: {out_root / rows[0].report}"), markup=False,
+                      highlight=False)

@@ -10,6 +10,7 @@ import sys
 from typing import Optional, Sequence
 
 from . import __version__
+from .atomic import visible_text
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, FerVideoError
 from .recipe import TTA_MODES
 
@@ -233,7 +234,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return int(func(args) or 0)
     except FerVideoError as exc:
-        print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(visible_text(f"{PROG}: error: {' '.join(str(exc).split())}"), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

@@ -10,6 +10,7 @@ import base64
 import json
 import math
 import os
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -20,7 +21,7 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup, escape
 
-from .atomic import atomic_write_text
+from .atomic import atomic_write_text, visible_text
 from .records import FacePrediction, FaceSummary, VideoInfo
 
 REPORT_SCHEMA_VERSION = 1
@@ -106,6 +107,7 @@ def csv_text(value: str) -> str:
     evaluating it), and in front of one that already begins with ``'``, so the escape can
     be undone: a cell that begins with ``'`` lost exactly one ``'`` at the front.
     """
+    value = visible_text(value)
     return "'" + value if value.startswith(_FORMULA_START + ("'",)) else value
 
 
@@ -141,10 +143,12 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, (float, np.floating)):
         f = float(obj)
         return f if math.isfinite(f) else None
-    if isinstance(obj, (str, type(None))):
+    if isinstance(obj, str):
+        return visible_text(obj)      # a name's undecodable bytes as \xNN (valid UTF-8 JSON)
+    if obj is None:
         return obj
     if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
+        return visible_text(os.fsdecode(obj))
     return str(obj)
 
 
@@ -508,6 +512,7 @@ def write_html(path: str | os.PathLike, *, info: VideoInfo, faces: list[FaceSumm
                                label=f"Mean emotion probabilities for face {face.face_id}"),
             "top": [(c, v) for c, v in ranked[:3] if v >= 0.005],
         })
+    info = dataclasses.replace(info, path=visible_text(str(info.path)))
     html = _environment().get_template("report.html.j2").render(
         title=Path(str(info.path)).name or str(info.path),
         info=info, cards=cards, classes=classes, colors=colors, still=still,
@@ -558,7 +563,10 @@ def write_index_html(path: str | os.PathLike, rows: list[SummaryRow]) -> None:
     items = []
     for r in rows:
         d = asdict(r)
-        d["href"] = quote(r.report.replace(os.sep, "/"), safe="/") if r.report else ""
+        # the link takes the name's own bytes (%FF for an undecodable one), the text \xFF
+        d["href"] = quote(os.fsencode(r.report.replace(os.sep, "/")), safe="/") if r.report else ""
+        for k in ("input", "reason", "report"):
+            d[k] = visible_text(d[k] or "")
         d["dominant_list"] = [tuple(x.split(":", 1)) if ":" in x else ("", x)
                               for x in r.dominant.split(";") if x]
         items.append(d)

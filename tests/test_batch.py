@@ -330,3 +330,38 @@ def test_reports_without_a_reuse_key_are_redone(tmp_path, samples, settings_for)
     assert pipeline.reusable(obj, identity, settings)
     os.utime(clip, ns=(1, 1))
     assert not pipeline.reusable(obj, pipeline.input_identity(clip, "clip.mp4"), settings)
+
+
+@pytest.mark.slow
+def test_a_name_that_is_not_utf8_gets_its_row_and_report(tmp_path, samples, model_path):
+    """A real clip named b'clip_\\xff.mp4' (not UTF-8) in a folder batch, run as a real
+    command: the batch completes with no traceback, summary.csv (valid UTF-8) has its row
+    with the byte shown as \\xff, its report exists on disk under the name's own bytes and
+    index.html links it; a rerun reuses it."""
+    d = tmp_path / "in"
+    d.mkdir()
+    raw = os.path.join(os.fsencode(d), b"clip_\xff.mp4")
+    with open(raw, "wb") as f:
+        f.write((samples / "pyfeat_no_face.mp4").read_bytes())
+    (d / "plain.mp4").write_bytes((samples / "pyfeat_no_face.mp4").read_bytes())
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "fer_video.cli", "analyze", str(d), "--fps", "1",
+           "--model", str(model_path), "--device", "cpu", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONIOENCODING": "utf-8", "LC_ALL": "C.UTF-8"}
+    run = subprocess.run(cmd, capture_output=True, env=env, timeout=600)
+    stderr = run.stderr.decode("utf-8")
+    assert run.returncode == 0, stderr
+    assert_no_traceback(stderr)
+    assert "\\xff" in run.stdout.decode("utf-8")            # the summary table shows it
+    rows = list(csv.DictReader(open(out / "summary.csv", newline="", encoding="utf-8")))
+    assert [(Path(r["input"]).name, r["status"]) for r in rows] == [
+        ("clip_\\xff.mp4", "ok"), ("plain.mp4", "ok")]
+    assert rows[0]["report"] == "clip_\\xff/clip_\\xff.html"
+    report = os.path.join(os.fsencode(out), b"clip_\xff", b"clip_\xff.html")
+    assert os.path.isfile(report) and os.path.isfile(report[:-5] + b".json")
+    obj = json.loads(open(report[:-5] + b".json", encoding="utf-8").read())
+    assert obj["input"]["path"].endswith("clip_\\xff.mp4")
+    assert 'href="clip_%FF/clip_%FF.html"' in (out / "index.html").read_text(encoding="utf-8")
+    before = os.stat(report[:-5] + b".json").st_mtime_ns
+    assert subprocess.run(cmd, capture_output=True, env=env, timeout=600).returncode == 0
+    assert os.stat(report[:-5] + b".json").st_mtime_ns == before
