@@ -230,6 +230,8 @@ def run_batch(paths: Sequence[str | os.PathLike], settings: Settings, *,
     out_root = Path(out_root)
     todo, is_batch = discover(paths, recursive=recursive, out_root=out_root)
     check_out_root(out_root, is_batch)       # before the first input, not after the last
+    if os.environ.get("FER_VIDEO_TEST_INTERNAL_ERROR") == "batch":   # tests/test_cli.py only
+        raise RuntimeError("test hook: an unexpected internal error in the batch runner")
     max_in_flight = jobs
     jobs = todo     # type: ignore[assignment]  # the in-process path below
     err = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 from . import __version__
 from .atomic import visible_text
-from .errors import EXIT_INTERRUPTED, EXIT_USAGE, FerVideoError
+from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, FerVideoError
 from .recipe import TTA_MODES
 
 PROG = "fer-video"
@@ -22,6 +22,7 @@ exit codes:
   1    at least one input failed (unreadable, corrupt, no video stream, ...); the others completed
   2    usage error: bad option value, or the path given does not exist, or --out is not a folder
   3    set-up error: model checkpoint missing or invalid, a dependency missing, --out not writable
+  70   internal error (a bug in fer-video): one line naming a crash log with the details
   130  interrupted (Ctrl-C); completed reports are kept, the unfinished one is not written
 """
 
@@ -221,6 +222,25 @@ def _interruptible() -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line; return its exit code (README's table). Every way it ends is
+    one line on stderr at most: a usage, set-up or input error its message, Ctrl-C
+    "interrupted", and anything unexpected (a bug) one line naming a crash log that holds
+    the traceback (:mod:`fer_video.crash`), exit code 70; never a traceback."""
+    try:
+        return _main(argv)
+    except (KeyboardInterrupt, SystemExit, BrokenPipeError):
+        raise
+    except BaseException as exc:      # the last resort: what _main did not expect
+        from .crash import internal_error_line
+
+        try:
+            print(f"{PROG}: {internal_error_line(exc, 'the fer-video command')}", file=sys.stderr)
+        except Exception:
+            pass
+        return EXIT_INTERNAL
+
+
+def _main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -241,6 +261,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0
+    except Exception as exc:          # a bug: one line and a crash log, never a traceback
+        from .crash import internal_error_line
+
+        print(f"{PROG}: {internal_error_line(exc, 'the fer-video command')}", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

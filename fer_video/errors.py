@@ -6,6 +6,7 @@ Exit codes (also in README and ``fer-video --help``):
   2  usage error: bad option value, or the path given does not exist, or --out is not a folder
   3  set-up error: model checkpoint missing/invalid, a dependency missing, weights unavailable,
      no file can be created in --out
+  70 internal error (a bug): one line naming a crash log that holds the traceback
   130 interrupted (Ctrl-C); completed reports are kept, the unfinished one is not written
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ EXIT_OK = 0
 EXIT_INPUT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_SETUP = 3
+EXIT_INTERNAL = 70          # sysexits.h EX_SOFTWARE
 EXIT_INTERRUPTED = 130
 
 

@@ -709,6 +709,8 @@ def job(input_path: str | os.PathLike, out_root: str | os.PathLike, settings: Se
             pass   # unreadable, or the input, settings or model changed: analyse again
     t0 = time.perf_counter()
     try:
+        if os.environ.get("FER_VIDEO_TEST_INTERNAL_ERROR") == "job":   # tests/test_cli.py only
+            raise IndexError("test hook: an unexpected internal error in one input's job")
         detector, classifier = load_models(settings)
         result = analyze_video(input_path, settings, detector=detector, classifier=classifier,
                                out_dir=out_dir, stem=stem, progress=progress, identity=identity)

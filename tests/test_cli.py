@@ -233,3 +233,59 @@ def test_out_where_no_file_can_be_created_is_a_setup_error(capsys, samples, mode
                             "--device", "cpu", "--out", "/proc/fer-video-test/out")
     assert code == 3
     assert "/proc" in one_line(err) and "cannot create files" in err
+
+
+PYTHON_WORDS = ("IndexError", "RuntimeError", "Traceback", "test hook")
+
+
+def _run_with_internal_error(where: str, args: list[str], tmp_path):
+    """The real command with the test-only hook FER_VIDEO_TEST_INTERNAL_ERROR=<where>
+    (``batch``: the batch runner raises RuntimeError; ``job``: each input's job raises
+    IndexError), crash logs going to a temporary folder of the test's own."""
+    logs = tmp_path / "tmp"
+    logs.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "FER_VIDEO_TEST_INTERNAL_ERROR": where,
+           "TMPDIR": str(logs)}
+    p = subprocess.run([sys.executable, str(REPO / "cli.py"), "analyze", *args],
+                       capture_output=True, text=True, env=env, timeout=300)
+    return p, sorted(logs.glob("fer-video-crash-*.log"))
+
+
+def test_an_unexpected_error_is_one_line_naming_a_crash_log_exit_70(samples, model_path,
+                                                                    tmp_path):
+    """The last resort: an exception nothing expected ends the command with exit code 70 and
+    one line on stderr naming a crash log, which holds the traceback; no traceback on stderr."""
+    p, logs = _run_with_internal_error(
+        "batch", [str(samples / "pyfeat_no_face.mp4"), "--model", str(model_path),
+                  "--device", "cpu", "--out", str(tmp_path / "out")], tmp_path)
+    assert p.returncode == 70, p.stderr
+    assert_no_traceback(p.stderr)
+    line = one_line(p.stderr)
+    assert line.startswith("fer-video: internal error in fer-video"), line
+    assert not any(w in line for w in PYTHON_WORDS), line
+    assert len(logs) == 1 and str(logs[0]) in line
+    text = logs[0].read_text()
+    assert "Traceback" in text and "RuntimeError: test hook" in text
+
+
+def test_an_unexpected_error_in_one_input_fails_it_with_a_crash_log_reason(samples, model_path,
+                                                                          tmp_path):
+    """A bug met while analysing an input fails that input (exit 1, summary.csv written) with
+    a reason naming its crash log, not the exception's text."""
+    d = tmp_path / "in"
+    d.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        (d / name).write_bytes((samples / "pyfeat_no_face.mp4").read_bytes())
+    out = tmp_path / "out"
+    p, logs = _run_with_internal_error(
+        "job", [str(d), "--model", str(model_path), "--device", "cpu", "--out", str(out)],
+        tmp_path)
+    assert p.returncode == 1, p.stderr
+    assert_no_traceback(p.stderr)
+    rows = list(csv.DictReader(open(out / "summary.csv", newline="")))
+    assert [r["status"] for r in rows] == ["failed", "failed"] and len(logs) == 2
+    for r in rows:
+        assert r["reason"].startswith("internal error in fer-video"), r
+        assert not any(w in r["reason"] for w in PYTHON_WORDS), r
+        assert any(str(log) in r["reason"] for log in logs)
+    assert all("IndexError: test hook" in log.read_text() for log in logs)
