@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""fer-video's speed against its peers on the same clips, side by side, runs interleaved
+(issue 12). Run it on an otherwise idle machine; it says how busy the machine was.
+
+Per clip and per round (``--rounds``, default 3; the median is printed):
+- **fer-video, whole process**: ``fer-video analyze CLIP --fps F`` in a fresh process
+  (imports, model load and exit counted): wall seconds, CPU seconds (user+sys) and peak
+  RSS of the process tree's largest process (``os.wait4``); and the report's own
+  ``wall_s`` (**in-pipeline**) with its per-stage busy seconds (``timings_s``).
+- **facenet-pytorch's MTCNN** (``facenet_pytorch.MTCNN.detect``, installed with
+  fer-video) on the same sampled frames, in this process, one torch thread: seconds per
+  frame, beside fer-video's own ``FaceDetector.detect`` on the same frames.
+- **the `fer` package** (``fer.Video.analyze(FER(mtcnn=...), frequency=N)``), when
+  ``--fer-python`` names a Python whose environment has it: in-process wall seconds of
+  ``analyze`` alone (its imports and model load NOT counted, as the issue measured it),
+  Haar and MTCNN detectors. Recipe for that environment (tensorflow is fer's real need;
+  it shares nothing with .venv)::
+
+      python3 -m venv /work/fer-venv
+      /work/fer-venv/bin/pip install --no-deps fer==25.10.3 facenet-pytorch==2.6.0
+      /work/fer-venv/bin/pip install tensorflow opencv-python-headless moviepy pandas tqdm \\
+          requests pillow torch==2.14.1 torchvision==0.29.1
+
+x-realtime = clip seconds analysed / wall seconds. Ratios printed: fer-video whole process
+and in-pipeline against fer Haar and fer MTCNN.
+
+    python bench/peers_speed.py                              # the three benchmark clips
+    python bench/peers_speed.py --fer-python /work/fer-venv/bin/python --rounds 3
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FER_VIDEO_SHARED", REPO.parent / "shared"))
+CLIPS = ["pyfeat_WolfgangLanger_Pexels.mp4", "sadtalker_WDA_KatieHill_000.mp4", "facenet_crowd_1080p.mp4"]
+
+FER_SCRIPT = r"""
+import json, sys, time
+from fer import FER, Video
+clip, freq, mtcnn = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "mtcnn"
+det = FER(mtcnn=mtcnn)
+video = Video(clip, outdir=sys.argv[4])
+t0 = time.perf_counter()
+video.analyze(det, display=False, frequency=freq, save_video=False, save_frames=False, annotate_frames=False)
+print(json.dumps({"wall_s": time.perf_counter() - t0}))
+"""
+
+
+def timed(cmd: list[str], env: dict | None = None) -> dict:
+    """Run ``cmd``; wall seconds, user+sys CPU seconds and peak RSS (MiB) of the process,
+    from ``os.wait4`` (the kernel's accounting of that child)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, env={**os.environ, **(env or {})})
+        _, status, ru = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return {"wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss_mib": ru.ru_maxrss / 1024,
+                "code": p.returncode, "stdout": out.read().decode(errors="replace"),
+                "stderr": err.read().decode(errors="replace")}
+
+
+def fer_video_run(clip: Path, fps: float, out: Path) -> dict:
+    r = timed([str(REPO / ".venv" / "bin" / "fer-video"), "analyze", str(clip), "--fps", str(fps), "--out", str(out),
+               "--overwrite", "--quiet"])
+    report = json.loads((out / clip.stem / f"{clip.stem}.json").read_text())
+    r.update(in_pipeline_s=report["wall_s"], stages=report.get("timings_s", {}), duration_s=report["input"]["duration_s"])
+    return r
+
+
+def detectors_on_frames(clip: Path, fps: float, n: int = 40) -> dict:
+    """Seconds per frame of facenet-pytorch's MTCNN.detect and ours on the same frames."""
+    import torch
+
+    torch.set_num_threads(1)
+    from facenet_pytorch import MTCNN
+
+    from fer_video.decode import sample_frames
+    from fer_video.detect import FaceDetector
+
+    frames = [f.image for _, f in zip(range(n), sample_frames(str(clip), fps=fps))]
+    ours = FaceDetector(num_threads=None)
+    theirs = MTCNN(keep_all=True, device="cpu")
+    out = {}
+    for name, fn in (("fer-video FaceDetector", lambda ims: ours.detect(ims)),
+                     ("facenet-pytorch MTCNN", lambda ims: [theirs.detect(im) for im in ims])):
+        fn(frames[:2])
+        t0 = time.perf_counter()
+        fn(frames)
+        out[name] = (time.perf_counter() - t0) / len(frames)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--fps", type=float, default=5.0)
+    ap.add_argument("--fer-python", help="a Python whose environment has the `fer` package")
+    ap.add_argument("--clips", nargs="+", default=CLIPS)
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args()
+    load0 = os.getloadavg()[0]
+    results: dict = {}
+    tmp = Path(tempfile.mkdtemp(prefix="fer-peers-"))
+    for rnd in range(a.rounds):
+        for name in a.clips:
+            clip = SHARED / "videos" / name
+            res = results.setdefault(name, {"fer-video": [], "fer Haar": [], "fer MTCNN": []})
+            res["fer-video"].append(fer_video_run(clip, a.fps, tmp / "fv"))
+            if a.fer_python:
+                for det in ("haar", "mtcnn"):
+                    r = timed([a.fer_python, "-c", FER_SCRIPT, str(clip), "1", det, str(tmp / "fer")])
+                    if r["code"] == 0:
+                        r["in_process_s"] = json.loads(r["stdout"].strip().splitlines()[-1])["wall_s"]
+                    res["fer Haar" if det == "haar" else "fer MTCNN"].append(r)
+            print(f"round {rnd + 1}: {name} done", flush=True)
+    for name in a.clips:
+        clip = SHARED / "videos" / name
+        res = results[name]
+        dur = res["fer-video"][0]["duration_s"]
+        med = lambda rows, k: statistics.median(r[k] for r in rows)  # noqa: E731
+        fv_whole, fv_pipe = dur / med(res["fer-video"], "wall_s"), dur / med(res["fer-video"], "in_pipeline_s")
+        print(f"\n{name} ({dur:.1f} s, --fps {a.fps:g}, median of {a.rounds})")
+        print(f"  fer-video whole process {fv_whole:.2f}x realtime ({med(res['fer-video'], 'wall_s'):.2f} s, "
+              f"CPU {med(res['fer-video'], 'cpu_s'):.2f} s, peak RSS {med(res['fer-video'], 'peak_rss_mib'):.0f} MiB)")
+        print(f"  fer-video in-pipeline   {fv_pipe:.2f}x realtime; stage busy s: "
+              + ", ".join(f"{k} {statistics.median(r['stages'].get(k, 0) for r in res['fer-video']):.2f}"
+                          for k in res["fer-video"][0]["stages"]))
+        for peer in ("fer Haar", "fer MTCNN"):
+            ok = [r for r in res[peer] if r.get("in_process_s")]
+            if not ok:
+                continue
+            x = dur / med(ok, "in_process_s")
+            print(f"  {peer:<23} {x:.2f}x realtime (in-process analyze only; CPU {med(ok, 'cpu_s'):.2f} s, "
+                  f"peak RSS {med(ok, 'peak_rss_mib'):.0f} MiB); fer-video/{peer}: whole {fv_whole / x:.2f}, "
+                  f"in-pipeline {fv_pipe / x:.2f}")
+        per_frame = detectors_on_frames(clip, a.fps)
+        print("  detection alone, s/frame (1 thread, same frames): "
+              + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in per_frame.items()))
+        results[name]["detectors_s_per_frame"] = per_frame
+    print(f"\nload average at start {load0:.2f}, at end {os.getloadavg()[0]:.2f} (2 cores: idle is ~0)")
+    if a.json:
+        a.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
