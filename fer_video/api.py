@@ -27,12 +27,13 @@ def analyze(path: str | os.PathLike, *, out: str | os.PathLike | None = None, **
     table (one row per face per sampled frame, pandas DataFrame) and the per-face summaries
     (list of :class:`fer_video.records.FaceSummary`). Files are written only when ``out`` is
     given: ``<out>/<stem>/<stem>.{frames.csv,html,json}``, as the CLI does (a very long
-    stem shortened with a hash, :func:`fer_video.batch.report_stem`).
+    stem shortened with a hash, :func:`fer_video.report_folder.report_stem`).
 
     Raises ``UsageError`` (bad setting, missing path), ``SetupError`` (model) or
     ``InputError`` (unreadable input) — all ``fer_video.errors.FerVideoError``.
     """
-    from .pipeline import analyze_video, load_models
+    from .job import load_models
+    from .pipeline import analyze_video
     from .settings import Settings
 
     kwargs = {_ALIASES.get(k, k): v for k, v in settings.items()}
@@ -43,11 +44,15 @@ def analyze(path: str | os.PathLike, *, out: str | os.PathLike | None = None, **
     if p.is_dir():
         raise UsageError(f"{path} is a folder: analyze() takes one video or image "
                          "(for folders use the CLI or fer_video.batch.run_batch)")
-    from .batch import report_stem
+    from . import report_folder
+    from .threads import plan_threads
 
+    plan = plan_threads()
+    plan.apply()          # torch's thread count is process-wide: set here, not by a model
     detector, classifier = load_models(s)
-    stem = report_stem(p.stem)
-    out_dir = Path(out) / stem if out is not None else None
-    result = analyze_video(p, s, detector=detector, classifier=classifier, out_dir=out_dir,
-                           stem=stem)
+    identity = report_folder.input_identity(p) if out is not None else None   # before analysis
+    result = analyze_video(p, s, detector=detector, classifier=classifier, threads=plan)
+    if out is not None:
+        stem = report_folder.report_stem(p.stem)
+        report_folder.write(result, Path(out) / stem, stem, identity=identity)
     return result.frames(), result.faces

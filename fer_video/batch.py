@@ -16,7 +16,6 @@ complete inputs unless ``overwrite``, so an interrupted batch resumes where it s
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Optional, Sequence
 
 from .atomic import visible_text
 from .errors import EXIT_INPUT_FAILED, EXIT_INTERRUPTED, EXIT_OK, SetupError, UsageError
+from .report_folder import MAX_STEM_BYTES, report_stem  # noqa: F401  (re-exported)
 from .settings import Settings
 
 VIDEO_EXTENSIONS = frozenset({
@@ -35,35 +35,6 @@ IMAGE_EXTENSIONS = frozenset({
     ".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif",
 })
 MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS
-
-
-# A file name has at most 255 bytes (NAME_MAX); the longest made from a stem is the
-# temporary ".<stem>.frames.csv.<pid>.tmp" (24 bytes more), and a clash adds "_<ext>_<n>".
-MAX_STEM_BYTES = 180
-_HASH_CHARS = 10
-
-
-def report_stem(stem: str) -> str:
-    """The stem of an input's report folder and files: ``stem`` itself when it has at most
-    ``MAX_STEM_BYTES`` bytes (in the file-system encoding), else its longest prefix that
-    leaves room for ``~`` and the first 10 hex digits of the SHA-256 of the whole stem.
-
-    So a 250-character name (which fits a file name, but not ``<stem>.frames.csv``'s
-    temporary file) still gets a report, always the same one (a rerun finds it), and two
-    long names that differ only after the prefix get different ones.
-    """
-    raw = os.fsencode(stem)
-    if len(raw) <= MAX_STEM_BYTES:
-        return stem
-    budget = MAX_STEM_BYTES - 1 - _HASH_CHARS
-    prefix, used = [], 0
-    for ch in stem:
-        n = len(os.fsencode(ch))
-        if used + n > budget:
-            break
-        prefix.append(ch)
-        used += n
-    return "".join(prefix) + "~" + hashlib.sha256(raw).hexdigest()[:_HASH_CHARS]
 
 
 def _subdir(rel: Path) -> str:
@@ -216,7 +187,7 @@ def run_batch(paths: Sequence[str | os.PathLike], settings: Settings, *,
     """
     from rich.console import Console
 
-    from .pipeline import job as run_job
+    from .job import run_job
 
     workers = int(jobs) if jobs else 1
     if executor not in ("local", "ray"):
@@ -268,6 +239,9 @@ def run_batch(paths: Sequence[str | os.PathLike], settings: Settings, *,
                              overwrite=overwrite, is_batch=is_batch, quiet=quiet,
                              show_bars=show_bars, err=err, out=out, note=note)
 
+    from .threads import plan_threads
+
+    plan = plan_threads(workers=1)      # in-process: all of this process's cores
     try:
         if show_bars:
             with _progress_bars(err) as bars:
@@ -282,7 +256,7 @@ def run_batch(paths: Sequence[str | os.PathLike], settings: Settings, *,
 
                     row, was_skipped = run_job(job.path, out_root, settings, out_subdir=job.out_subdir,
                                                overwrite=overwrite, progress=on_progress,
-                                               rel_path=job.rel)
+                                               rel_path=job.rel, threads=plan)
                     bars.remove_task(task)
                     rows.append(row)
                     skipped.append(was_skipped)
@@ -292,7 +266,7 @@ def run_batch(paths: Sequence[str | os.PathLike], settings: Settings, *,
         else:
             for i, job in enumerate(jobs, start=1):
                 row, was_skipped = run_job(job.path, out_root, settings, out_subdir=job.out_subdir,
-                                           overwrite=overwrite, rel_path=job.rel)
+                                           overwrite=overwrite, rel_path=job.rel, threads=plan)
                 rows.append(row)
                 skipped.append(was_skipped)
                 note(i, job, row, was_skipped)

@@ -37,12 +37,12 @@ _EPS = 1e-6          # seconds: float slack when comparing frame times with samp
 
 
 # FFmpeg decoding threads per stream: one, in every mode (in-process, --jobs N workers, Ray
-# tasks), and not a setting: it shapes results. With frame threading, a damaged stream's
-# error concealment (which reference a broken frame is patched from) and the point where
-# errors surface depend on the number of threads, so a corrupt clip decoded to other pixels
-# (and other faces) with --jobs 1 than in a one-core worker. Measured on a 1080p H.264 clip:
-# one thread decodes ~150 frames/s, far faster than detection, so nothing waits for it.
-DECODE_THREADS: int = 1
+# tasks; ``threads.ThreadPlan.decode_threads``), and not a setting: it shapes results. With
+# frame threading, a damaged stream's error concealment (which reference a broken frame is
+# patched from) and the point where errors surface depend on the number of threads, so a
+# corrupt clip decoded to other pixels (and other faces) with --jobs 1 than in a one-core
+# worker. Measured on a 1080p H.264 clip: one thread decodes ~150 frames/s, far faster than
+# detection, so nothing waits for it. The probe always decodes its first frame with one.
 
 
 # ----------------------------------------------------------------------------- probe
@@ -274,10 +274,11 @@ def _raise(p, reason):
     raise InputError(p, reason)
 
 
-def _configure_decoder(stream) -> None:
-    """Decode ``stream`` the one way every mode does (``DECODE_THREADS``, no frame threads)."""
+def _configure_decoder(stream, threads: int = 1) -> None:
+    """Decode ``stream`` the one way every mode does (``threads`` FFmpeg threads, one in
+    every mode; no frame threads)."""
     stream.thread_type = "SLICE"
-    stream.codec_context.thread_count = DECODE_THREADS
+    stream.codec_context.thread_count = int(threads)
 
 
 def _first_frame(p: Path, container, stream, av):
@@ -362,8 +363,8 @@ def _image_rgb(p: Path) -> np.ndarray:
 # ----------------------------------------------------------------------------- sample
 
 def sample_frames(path, fps: Optional[float] = 5.0, start: float = 0.0,
-                  end: Optional[float] = None, info: Optional[VideoInfo] = None
-                  ) -> Iterator[SampledFrame]:
+                  end: Optional[float] = None, info: Optional[VideoInfo] = None,
+                  threads: int = 1) -> Iterator[SampledFrame]:
     """Stream the frames of ``path`` sampled at ``fps`` per second, from ``start`` to ``end``.
 
     Sampling is by presentation time: the targets are ``start, start + 1/fps, ...``; each
@@ -375,8 +376,8 @@ def sample_frames(path, fps: Optional[float] = 5.0, start: float = 0.0,
 
     Memory stays flat however long the video: one frame is decoded at a time and only the
     sampled ones are converted to RGB (and rotated upright). Decoding uses one FFmpeg thread
-    in every mode (``DECODE_THREADS``), so a damaged stream yields the same frames whatever
-    the number of workers.
+    in every mode (``threads``, from the ``ThreadPlan``: 1), so a damaged stream yields the
+    same frames whatever the number of workers.
 
     ``start > 0`` seeks to the key frame before ``start`` instead of decoding everything
     before it. ``frame_index`` stays exact: before seeking, the packets up to ``start`` are
@@ -409,7 +410,7 @@ def sample_frames(path, fps: Optional[float] = 5.0, start: float = 0.0,
     p = Path(path)
     if info.is_image:
         return _sample_image(p, start, end)
-    return _sample_video(p, info, float(fps or 0.0), float(start), end)
+    return _sample_video(p, info, float(fps or 0.0), float(start), end, threads)
 
 
 def _sample_image(p: Path, start: float, end: Optional[float]) -> Iterator[SampledFrame]:
@@ -418,7 +419,7 @@ def _sample_image(p: Path, start: float, end: Optional[float]) -> Iterator[Sampl
 
 
 def _sample_video(p: Path, info: VideoInfo, fps: float, start: float,
-                  end: Optional[float]) -> Iterator[SampledFrame]:
+                  end: Optional[float], threads: int = 1) -> Iterator[SampledFrame]:
     av = _import_av()
     origin = None       # pts of the stream's first frame, in time_base units
     index = 0           # frame_index of the next frame at or after `start`
@@ -445,7 +446,7 @@ def _sample_video(p: Path, info: VideoInfo, fps: float, start: float,
                 index = 0
         if not seeked:
             index = 0
-        _configure_decoder(stream)
+        _configure_decoder(stream, threads)
         step = 1.0 / fps if fps > 0 else 0.0
         nominal = 1.0 / info.fps if info.fps > 0 else 0.04
 

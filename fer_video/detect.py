@@ -27,9 +27,11 @@ sooner. Measured CPU time per frame, one thread, batches of 8, on the 2-core mac
 On the sample clips boxes agree with facenet-pytorch's ``MTCNN.detect`` at IoU ~0.9 (the
 face counts match; borderline faces in the crowd can differ).
 
-Threads: by default the detector sets torch to ONE intra-op thread (``num_threads=1``,
-process-wide): on a 2-core machine with any other busy process, OpenMP's spin-waiting made
-2 threads up to 15x slower than 1. Pass ``num_threads=None`` to leave torch's setting.
+Threads: the detector leaves torch's thread count alone. Torch's intra-op thread count is
+process-wide, so it is set once where a process starts, from its ``threads.ThreadPlan``
+(``ThreadPlan.apply``: one intra-op thread; on a 2-core machine with any other busy process,
+OpenMP's spin-waiting made 2 threads up to 15x slower than 1). A stand-alone caller may
+still pass ``num_threads`` to have the constructor set it, as it did by default before.
 """
 from __future__ import annotations
 
@@ -83,13 +85,14 @@ class FaceDetector:
                  pyramid starts there); boxes and landmarks are mapped back to full-frame
                  pixels. ``None`` or 0: never downscale.
     batch_size:  frames run through the networks together (same-size frames only).
-    num_threads: torch intra-op threads to set (process-wide); None leaves them alone.
+    num_threads: torch intra-op threads to set (process-wide); None (the default) leaves
+                 them alone: the analysis sets them once per process (``ThreadPlan.apply``).
     factor:      scale step of the image pyramid (MTCNN's 0.709).
     """
 
     def __init__(self, device="cpu", min_face: float = 20, threshold: float = 0.9,
                  max_side: Optional[int] = 960, batch_size: int = 8,
-                 num_threads: Optional[int] = 1, factor: float = 0.709):
+                 num_threads: Optional[int] = None, factor: float = 0.709):
         if not min_face > 0:
             raise ValueError(f"min_face must be > 0 pixels, not {min_face!r}")
         if not 0.0 <= threshold <= 1.0:

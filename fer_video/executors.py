@@ -1,19 +1,19 @@
 """Run a batch's per-video jobs in worker processes (``fer-video analyze --jobs N``).
 
 Every worker runs exactly the same per-video job as the in-process path
-(:func:`fer_video.pipeline.job`, i.e. ``run_video_job``), so reports are identical to
+(:func:`fer_video.job.run_job`), so reports are identical to
 ``--jobs 1`` except for timings. Design:
 
 * N *slots*, each a ``ProcessPoolExecutor(max_workers=1)`` with the "spawn" start method
   (never fork: torch's threads + fork can deadlock). One slot runs one video at a time, so
   when its worker dies the culprit is known: that video is marked failed ("worker process
   died (exit code ...)"), the slot gets a fresh pool and the other slots carry on.
-* Models load once per worker process (the pipeline's per-process cache).
-* Threads: each worker gets ``cores // N`` torch threads and, with N > 1, one
-  face-detection thread instead of the pipeline's 2; when that leaves one core per worker
-  it runs on one core throughout (:func:`pipeline.use_one_core`; FFmpeg decodes with one
-  thread in every mode, since its threading changes what a damaged stream decodes to), so N workers don't oversubscribe the cores. With N = 1 (``--timeout`` alone) the
-  worker keeps the in-process threading.
+* Models load once per worker process (``job.load_models``' per-process cache).
+* Threads: one ``threads.ThreadPlan`` for every worker, made from the cores and N
+  (:func:`threads.plan_threads`: ``cores // N`` cores each; one core runs every stage in
+  the calling thread), applied once as the worker starts and passed to each job, so N
+  workers don't oversubscribe the cores. With N = 1 (``--timeout`` alone) the worker has
+  the in-process plan.
 * ``timeout``: a video still running ``timeout`` seconds after its worker started it
   (models already built, so a worker's start-up does not count) has its worker killed and
   is marked failed ("timed out after N s").
@@ -41,20 +41,15 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from .settings import Settings
+from .threads import ThreadPlan, plan_threads, usable_cores
 
 START_METHOD = "spawn"
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 # ---------------------------------------------------------------- worker side
 
 _STARTED = None      # the parent's queue: ("start", job index, pid, monotonic time)
+_PLAN: Optional[ThreadPlan] = None    # this worker's thread plan, applied at its start
 
 
 _PR_SET_PDEATHSIG = 1              # <linux/prctl.h>
@@ -90,8 +85,8 @@ def die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="fer-video-parent-watch", daemon=True).start()
 
 
-def _init_worker(started, threads: int, workers: int, parent_pid: Optional[int] = None) -> None:
-    global _STARTED
+def _init_worker(started, plan: ThreadPlan, parent_pid: Optional[int] = None) -> None:
+    global _STARTED, _PLAN
     if parent_pid is not None:
         die_with_parent(parent_pid)     # first: nothing below may outlive a killed parent
     _STARTED = started
@@ -99,16 +94,8 @@ def _init_worker(started, threads: int, workers: int, parent_pid: Optional[int] 
         signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent handles Ctrl-C
     except (ValueError, OSError):
         pass
-    import torch
-
-    from . import pipeline
-
-    if workers > 1 and threads == 1:
-        pipeline.use_one_core()
-    else:
-        torch.set_num_threads(max(1, int(threads)))
-        if workers > 1:
-            pipeline.DETECT_THREADS_CAP = 1
+    plan.apply()
+    _PLAN = plan
 
 
 def _test_hooks(path: str) -> None:
@@ -122,17 +109,17 @@ def _test_hooks(path: str) -> None:
 
 def _run_in_worker(index: int, path: str, out_root: str, settings: Settings,
                    out_subdir: str, overwrite: bool, rel_path: Optional[str] = None):
-    from .pipeline import job, load_models
+    from .job import load_models, run_job
 
     try:
-        load_models(settings)          # once per process; a SetupError surfaces from job()
+        load_models(settings)          # once per process; a SetupError surfaces from run_job()
     except Exception:
         pass
     if _STARTED is not None:
         _STARTED.put(("start", index, os.getpid(), time.monotonic()))
     _test_hooks(path)
-    return job(path, out_root, settings, out_subdir=out_subdir, overwrite=overwrite,
-               rel_path=rel_path)
+    return run_job(path, out_root, settings, out_subdir=out_subdir, overwrite=overwrite,
+                   rel_path=rel_path, threads=_PLAN)
 
 
 # ---------------------------------------------------------------- parent side
@@ -140,9 +127,9 @@ def _run_in_worker(index: int, path: str, out_root: str, settings: Settings,
 class _Slot:
     """One single-worker pool and the job it is running."""
 
-    def __init__(self, ctx, started, threads: int, workers: int):
+    def __init__(self, ctx, started, plan: ThreadPlan):
         self.pool = ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_init_worker,
-                                        initargs=(started, threads, workers, os.getpid()))
+                                        initargs=(started, plan, os.getpid()))
         self.index: Optional[int] = None
         self.future = None
         self.pid: Optional[int] = None
@@ -210,17 +197,17 @@ def run_parallel(jobs: Sequence, out_root: str | os.PathLike, settings: Settings
     ``SetupError``/``UsageError`` raised by a job propagate (after the workers are stopped),
     as does KeyboardInterrupt.
     """
-    from .pipeline import _failed
+    from .report_folder import failed_row
 
     out_root = str(out_root)
     n = len(jobs)
     workers = max(1, min(int(workers), n))
-    threads = max(1, usable_cores() // workers)
+    plan = plan_threads(usable_cores(), workers)
     ctx = multiprocessing.get_context(START_METHOD)
     started = ctx.SimpleQueue()     # synchronous put: safe even if the worker dies right after
     results: list = [None] * n
     pending = list(range(n))[::-1]            # pop() takes the next job in input order
-    slots = [_Slot(ctx, started, threads, workers) for _ in range(workers)]
+    slots = [_Slot(ctx, started, plan) for _ in range(workers)]
 
     def finish(i: int, row, skipped: bool) -> None:
         results[i] = (row, skipped)
@@ -228,14 +215,14 @@ def run_parallel(jobs: Sequence, out_root: str | os.PathLike, settings: Settings
             on_done(i, row, skipped)
 
     def fail(i: int, reason: str, t0: Optional[float]) -> None:
-        row = _failed(jobs[i].path, reason, time.perf_counter())
+        row = failed_row(jobs[i].path, reason, time.perf_counter())
         if t0 is not None:
             row.wall_s = max(0.0, time.monotonic() - t0)
         finish(i, row, False)
 
     def replace(k: int) -> None:
         slots[k].close(kill=True)
-        slots[k] = _Slot(ctx, started, threads, workers)
+        slots[k] = _Slot(ctx, started, plan)
 
     try:
         while True:

@@ -1,33 +1,28 @@
-"""One video in, one result (and optionally three report files) out.
+"""One video in, one ``VideoResult`` out: the analysis, and nothing else (it writes no file).
 
 ``analyze_video`` streams sampled frames through detection (batched across frames),
 tracking and classification, holding at most one detection batch of frames in memory
 plus small per-face records (boxes, probabilities, one thumbnail per face). Memory stays
-flat however long the video is.
-
-``run_video_job`` is the self-contained per-input job used by the batch runner (and meant
-to be run in worker processes later): it loads the models lazily, once per process, and
-never raises for a bad input — it returns a ``SummaryRow`` with ``status="failed"``.
+flat however long the video is. Where each stage runs (threads) is the caller's
+``threads.ThreadPlan``; writing the report folder is :mod:`fer_video.report_folder`'s job,
+and the per-input job of every executor is :mod:`fer_video.job`'s.
 """
 from __future__ import annotations
 
-import functools
 import io
-import json
 import os
 import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .batch import report_stem
-from .errors import FerVideoError, InputError, SetupError, UsageError
+from .errors import InputError
 from .records import FacePrediction, FaceSummary, VideoInfo
 from .settings import Settings
+from .threads import ThreadPlan, plan_threads
 
 STAGES = ("decode", "detect", "track", "classify", "aggregate", "report")
 THUMB_SIDE = 128          # thumbnails are at most this many pixels on their longer side
@@ -51,8 +46,7 @@ class VideoResult:
     wall_s: float                           # seconds for this input, models already loaded
     n_samples: int                          # frames sampled and analysed
     sample_step_s: float = 0.0              # seconds between samples (0 for a still image)
-    outputs: Optional[dict[str, str]] = None   # "csv", "html", "json" -> path, when written
-    identity: Optional[dict[str, Any]] = None  # the input's identity for reuse (input_identity)
+    outputs: Optional[dict[str, str]] = None   # "csv", "html", "json" -> path, once written
 
     def frames(self):
         """The per-frame table (pandas DataFrame), as written to ``<stem>.frames.csv``."""
@@ -191,40 +185,6 @@ class _NoPrefetch:
             close()
 
 
-# One-core batch worker (see use_one_core): every stage runs in the calling thread.
-ONE_CORE = False
-
-# Per-process cap on detection threads; batch workers (``--jobs N > 1``) set it to 1 so N
-# processes do not oversubscribe the cores. None: decided by ``_detect_workers``.
-DETECT_THREADS_CAP: int | None = None
-
-
-def use_one_core() -> None:
-    """Make this process a one-core batch worker (--jobs N > 1, a Ray task): decoding,
-    detection and classification run in the calling thread, one after the other, with one
-    torch thread (FFmpeg decodes with one thread in every mode: ``decode.DECODE_THREADS``).
-    Several such workers keep the cores busy without oversubscribing them, and without the
-    threads' hand-offs. Nothing here changes a result, only where and when work runs."""
-    import torch
-
-    global DETECT_THREADS_CAP, ONE_CORE
-    torch.set_num_threads(1)
-    DETECT_THREADS_CAP = 1
-    ONE_CORE = True
-
-
-def _detect_workers(device: str) -> int:
-    """Threads for face detection: 2 on a multi-core CPU, 1 on a GPU (it serialises anyway)."""
-    if not str(device).startswith("cpu"):
-        return 1
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    n = max(1, min(2, cpus))
-    return min(n, DETECT_THREADS_CAP) if DETECT_THREADS_CAP else n
-
-
 def _thumbnail(image: np.ndarray, box) -> np.ndarray:
     """A small colour crop around a face (not model preprocessing: only for the HTML report)."""
     from PIL import Image
@@ -249,22 +209,6 @@ def _jpeg(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def versions() -> dict[str, str]:
-    """Versions of fer-video and the libraries that shape its results."""
-    import platform
-    from importlib import metadata
-
-    from . import __version__
-
-    out = {"fer_video": __version__, "python": platform.python_version()}
-    for dist in ("torch", "torchvision", "facenet-pytorch", "av", "numpy", "pandas"):
-        try:
-            out[dist.replace("-", "_")] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist.replace("-", "_")] = ""
-    return out
-
-
 def sample_step(info: VideoInfo, settings: Settings) -> float:
     """Seconds between consecutive samples (0.0 for a still image)."""
     if info.is_image:
@@ -286,26 +230,22 @@ def _window(info: VideoInfo, settings: Settings) -> tuple[float, float]:
 
 
 def analyze_video(path: str | os.PathLike, settings: Settings, *, detector, classifier,
-                  out_dir: str | os.PathLike | None = None, stem: str | None = None,
                   progress: ProgressFn | None = None,
-                  identity: dict | None = None) -> VideoResult:
+                  threads: ThreadPlan | None = None) -> VideoResult:
     """Analyse one input (video or still image).
 
     ``detector``: a ``detect.FaceDetector``; ``classifier``: a ``classify.EmotionClassifier``.
-    Writes ``<stem>.frames.csv``, ``<stem>.html`` and, last, ``<stem>.json`` into ``out_dir``
-    when it is given (``stem`` defaults to the input's file stem, shortened as
-    :func:`fer_video.batch.report_stem` does). Raises ``InputError`` for
-    an unreadable input. A video without faces is a valid, empty result. ``identity``
-    (:func:`input_identity`, taken before the analysis; default: taken here, keyed by the
-    file name) goes into the JSON's ``reuse_key``.
+    ``threads``: where the stages run (default: :func:`threads.plan_threads` for all of this
+    process's cores; the caller applies it, :meth:`ThreadPlan.apply`). Writes nothing
+    (:func:`fer_video.report_folder.write` does). Raises ``InputError`` for an unreadable
+    input. A video without faces is a valid, empty result.
     """
     from .decode import probe, sample_frames
     from .track import FaceTracker
 
     path = str(path)
+    plan = threads if threads is not None else plan_threads()
     t_start = time.perf_counter()
-    if identity is None and out_dir is not None:
-        identity = input_identity(path)
     timer = _Timer()
     t = time.perf_counter()
     info = probe(path)
@@ -327,8 +267,8 @@ def analyze_video(path: str | os.PathLike, settings: Settings, *, detector, clas
     # thread on CPU): first it loads the classifier's weights, then it takes batches of crops.
     from concurrent.futures import ThreadPoolExecutor
 
-    pool = _Inline() if ONE_CORE else ThreadPoolExecutor(max_workers=1,
-                                                         thread_name_prefix="fer-video-classify")
+    pool = _Inline() if plan.classify_threads == 0 else ThreadPoolExecutor(
+        max_workers=plan.classify_threads, thread_name_prefix="fer-video-classify")
     inflight: list = []            # [(metas, future)], oldest first; at most a few
     worker_s = [0.0]
 
@@ -357,9 +297,10 @@ def analyze_video(path: str | os.PathLike, settings: Settings, *, detector, clas
 
     # Detection of consecutive batches runs in a few threads (each torch op single-threaded
     # on CPU); results are consumed strictly in frame order, so tracking is unchanged.
-    n_det = _detect_workers(getattr(classifier, "device", "cpu"))
-    det_pool = _Inline() if ONE_CORE else ThreadPoolExecutor(max_workers=n_det,
-                                                             thread_name_prefix="fer-video-detect")
+    n_det = plan.for_device(str(getattr(classifier, "device", "cpu"))).detect_threads
+    det_pool = _Inline() if n_det == 0 else ThreadPoolExecutor(max_workers=n_det,
+                                                               thread_name_prefix="fer-video-detect")
+    n_det = max(1, n_det)          # batches kept in flight before the oldest is consumed
     det_inflight: list = []        # [(frames, future)], oldest first
     det_s = [0.0]
 
@@ -397,8 +338,10 @@ def analyze_video(path: str | os.PathLike, settings: Settings, *, detector, clas
 
     if callable(getattr(classifier, "load", None)):
         pool.submit(classifier.load)           # weights load while the first frames decode
-    sampled = sample_frames(path, fps=settings.fps, start=settings.start, end=settings.end, info=info)
-    frames = _NoPrefetch(sampled) if ONE_CORE else _Prefetch(sampled, depth=settings.batch_size)
+    sampled = sample_frames(path, fps=settings.fps, start=settings.start, end=settings.end, info=info,
+                            threads=plan.decode_threads)
+    frames = (_Prefetch(sampled, depth=settings.batch_size) if plan.prefetch
+              else _NoPrefetch(sampled))
     batch: list = []
     finished = False
     try:
@@ -464,285 +407,5 @@ def analyze_video(path: str | os.PathLike, settings: Settings, *, detector, clas
                          classes=list(classifier.classes), predictions=predictions, faces=faces,
                          thumbnails=thumbnails, timings=timer.t,
                          wall_s=time.perf_counter() - t_start, n_samples=n_samples,
-                         sample_step_s=step, identity=identity)
-    if out_dir is not None:
-        result.outputs = write_outputs(result, out_dir, stem or report_stem(Path(path).stem),
-                                       timer=timer)
-    result.wall_s = time.perf_counter() - t_start
+                         sample_step_s=step)
     return result
-
-
-# -- report files ------------------------------------------------------------------------
-
-def output_paths(out_dir: str | os.PathLike, stem: str) -> dict[str, Path]:
-    d = Path(out_dir)
-    return {"csv": d / f"{stem}.frames.csv", "html": d / f"{stem}.html", "json": d / f"{stem}.json"}
-
-
-def is_complete(out_dir: str | os.PathLike, stem: str) -> bool:
-    """A report is complete when all three files exist and the JSON (written last) parses."""
-    paths = output_paths(out_dir, stem)
-    if not all(p.is_file() for p in paths.values()):
-        return False
-    try:
-        json.loads(paths["json"].read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def write_outputs(result: VideoResult, out_dir: str | os.PathLike, stem: str,
-                  timer: _Timer | None = None) -> dict[str, str]:
-    """Write CSV, HTML, then JSON (each atomically, by report.py); the JSON marks completion."""
-    from . import report
-
-    t0 = time.perf_counter()
-    paths = output_paths(out_dir, stem)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    # An older JSON would mark a half-rewritten report as complete: drop it first.
-    paths["json"].unlink(missing_ok=True)
-    settings_json = {**result.settings.to_json(), "sample_step_s": result.sample_step_s}
-    df = result.frames()
-    report.write_frames_csv(df, paths["csv"])
-    report.write_html(paths["html"], info=result.info, faces=result.faces, frames=df,
-                      classes=result.classes, thumbnails=result.thumbnails,
-                      settings=settings_json, model=result.model,
-                      wall_s=result.wall_s + (time.perf_counter() - t0))
-    timings = dict(result.timings)
-    timings["report"] = timings.get("report", 0.0) + (time.perf_counter() - t0)
-    if timer is not None:
-        timer.t["report"] = timings["report"]
-    obj = report.build_report_json(info=result.info, settings=settings_json, model=result.model,
-                                   faces=result.faces, timings=timings,
-                                   wall_s=result.wall_s + (time.perf_counter() - t0),
-                                   versions=versions())
-    obj["reuse_key"] = report._jsonable(reuse_key(result.identity))
-    report.write_json(obj, paths["json"])     # last: its presence marks the report complete
-    return {k: str(v) for k, v in paths.items()}
-
-
-# -- the per-input job -------------------------------------------------------------------
-
-_DETECTORS: dict[tuple, Any] = {}
-_CLASSIFIERS: dict[tuple, Any] = {}
-
-
-def load_models(settings: Settings):
-    """(detector, classifier) for these settings, built once per process and cached."""
-    from .classify import EmotionClassifier, resolve_device
-
-    device = resolve_device(settings.device)
-    ckey = (str(settings.model_path().resolve()), device, settings.classify_batch_size, settings.tta)
-    classifier = _CLASSIFIERS.get(ckey)
-    if classifier is None:
-        # lazy: the weights load in analyze_video's worker thread, overlapping the first frames
-        classifier = _CLASSIFIERS[ckey] = EmotionClassifier(settings.model_path(), device=device,
-                                                            batch_size=settings.classify_batch_size,
-                                                            lazy=True, tta=settings.tta)
-    dkey = (device, settings.min_face, settings.det_threshold, settings.max_side, settings.batch_size)
-    detector = _DETECTORS.get(dkey)
-    if detector is None:
-        try:
-            from .detect import FaceDetector
-        except ImportError as exc:
-            raise SetupError(f"face detector unavailable: {exc} "
-                             "(install it with: pip install --no-deps facenet-pytorch==2.6.0)") from None
-        detector = _DETECTORS[dkey] = FaceDetector(device=device, min_face=settings.min_face,
-                                                   threshold=settings.det_threshold,
-                                                   max_side=settings.max_side,
-                                                   batch_size=settings.batch_size)
-    return detector, classifier
-
-
-def one_line(exc: BaseException | str) -> str:
-    """An exception (or text) as one short line for a user."""
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
-
-
-def dominant_text(faces) -> str:
-    """'1:happy;2:neutral' — each face's dominant emotion, by face_id (summary.csv column)."""
-    pairs = []
-    for f in faces:
-        if isinstance(f, dict):
-            pairs.append((int(f.get("face_id", 0)), str(f.get("dominant_emotion", ""))))
-        else:
-            pairs.append((int(f.face_id), f.dominant_emotion))
-    return ";".join(f"{i}:{e}" for i, e in sorted(pairs))
-
-
-# -- reusing a complete report -----------------------------------------------------------
-
-# The version of the code that makes a report's numbers. Bump it with every change that can
-# alter a result for the same input, settings and model (decoding, sampling, detection,
-# tracking, classification, aggregation, what makes an input fail): a report made by
-# another version is redone, never reused. Reports made before reuse keys existed have none
-# and are redone too.
-RESULTS_VERSION = 3
-
-# Bytes hashed at each end of an input for its identity (the whole file for a small one).
-IDENTITY_SPAN = 64 * 1024
-
-# Settings that only change speed, not the report's numbers; the model is compared by hash.
-_NOT_IN_RESULT = {"device", "batch_size", "classify_batch_size", "model"}
-# Settings added after reports existed: a report without one was made with its value here.
-_ADDED_LATER = {"tta": "none"}
-
-
-def input_identity(path: str | os.PathLike, rel_path: str | None = None) -> dict | None:
-    """What identifies an input file for reuse: ``rel_path`` (its path relative to the
-    batch root; default: its file name), its size, its modification time in nanoseconds
-    and the SHA-256 of its first and last ``IDENTITY_SPAN`` bytes (the whole file when it
-    is smaller than two spans). None when it is not a regular file this process can read:
-    such an input is never reused (its analysis then fails with the reason).
-    """
-    import hashlib
-    import stat
-
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return None
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            h = hashlib.sha256(f.read(IDENTITY_SPAN))
-            if st.st_size > IDENTITY_SPAN:
-                f.seek(max(IDENTITY_SPAN, st.st_size - IDENTITY_SPAN))
-                h.update(f.read(IDENTITY_SPAN))
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    rel = rel_path if rel_path else Path(path).name
-    return {"rel_path": str(rel), "size_bytes": int(st.st_size), "mtime_ns": int(st.st_mtime_ns),
-            "head_tail_sha256": h.hexdigest()}
-
-
-def reuse_key(identity: dict | None) -> dict:
-    """The ``reuse_key`` object of a report's JSON: ``results_version`` and the input's
-    identity (:func:`input_identity`) when the analysis began."""
-    return {"results_version": RESULTS_VERSION, "input": identity}
-
-
-@functools.lru_cache(maxsize=8)
-def _model_sha256(path: str, size: int, mtime_ns: int) -> str:
-    from .checkpoint import file_sha256
-
-    return file_sha256(path)
-
-
-def reusable(obj: dict, identity: dict | None, settings: Settings) -> bool:
-    """The reuse rule: whether a complete report (its JSON ``obj``) stands for the input
-    whose identity is ``identity`` analysed now with ``settings``.
-
-    All of these must hold, else the input is analysed again:
-
-    * the report was made by this ``RESULTS_VERSION`` (a report without a ``reuse_key``,
-      made before reuse keys existed, is redone);
-    * the input is the same file: same path relative to the batch root, same size, same
-      modification time (ns) and same SHA-256 of its first and last 64 KiB
-      (:func:`input_identity`); so two files of one size swapped or renamed are redone;
-    * the same settings, all but the ones that change speed only (``--device`` and the
-      batch sizes), and a model whose weights have the same SHA-256.
-    """
-    from .report import _jsonable
-
-    key = obj.get("reuse_key")
-    if not isinstance(key, dict) or key.get("results_version") != RESULTS_VERSION:
-        return False
-    if identity is None or key.get("input") != json.loads(json.dumps(_jsonable(identity))):
-        return False
-    now = {**settings.to_json(), "sample_step_s": obj["settings"].get("sample_step_s")}
-    made = obj["settings"]
-    if any(made.get(k, _ADDED_LATER.get(k)) != v for k, v in now.items() if k not in _NOT_IN_RESULT):
-        return False
-    from .checkpoint import checkpoint_paths
-
-    weights = checkpoint_paths(settings.model_path())[0]
-    st = weights.stat()
-    return obj["model"].get("sha256") == _model_sha256(str(weights.resolve()), st.st_size, st.st_mtime_ns)
-
-
-def _row_from_json(input_path: str, json_path: Path, report_rel: str, settings: Settings,
-                   identity: dict | None):
-    """The summary row of a complete report, or ValueError if :func:`reusable` says it does
-    not stand for this input file, these settings and this model."""
-    from .report import SummaryRow
-
-    obj = json.loads(json_path.read_text(encoding="utf-8"))
-    if not reusable(obj, identity, settings):
-        raise ValueError("the report is not for this file, these settings and this model")
-    faces = obj["faces"]
-    return SummaryRow(input=input_path, status="ok", reason="",
-                      duration_s=float(obj["input"]["duration_s"]), n_faces=len(faces),
-                      dominant=dominant_text(faces), report=report_rel,
-                      wall_s=float(obj.get("wall_s") or 0.0))
-
-
-def _failed(input_path: str, reason: str, t0: float):
-    from .report import SummaryRow
-
-    return SummaryRow(input=input_path, status="failed", reason=reason,
-                      wall_s=time.perf_counter() - t0)
-
-
-def job(input_path: str | os.PathLike, out_root: str | os.PathLike, settings: Settings, *,
-        out_subdir: str | None = None, overwrite: bool = False,
-        progress: ProgressFn | None = None, rel_path: str | None = None):
-    """Like :func:`run_video_job` but returns ``(SummaryRow, skipped: bool)``."""
-    from .report import SummaryRow
-
-    input_path = str(input_path)
-    sub = out_subdir or report_stem(Path(input_path).stem)
-    out_dir = Path(out_root) / sub
-    stem = Path(sub).name
-    paths = output_paths(out_dir, stem)
-    report_rel = Path(sub, paths["html"].name).as_posix()
-    identity = input_identity(input_path, rel_path)    # before analysis: a later change redoes it
-    if not overwrite and is_complete(out_dir, stem):
-        try:
-            return _row_from_json(input_path, paths["json"], report_rel, settings, identity), True
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
-            pass   # unreadable, or the input, settings or model changed: analyse again
-    t0 = time.perf_counter()
-    try:
-        if os.environ.get("FER_VIDEO_TEST_INTERNAL_ERROR") == "job":   # tests/test_cli.py only
-            raise IndexError("test hook: an unexpected internal error in one input's job")
-        detector, classifier = load_models(settings)
-        result = analyze_video(input_path, settings, detector=detector, classifier=classifier,
-                               out_dir=out_dir, stem=stem, progress=progress, identity=identity)
-    except (SetupError, UsageError):
-        raise
-    except InputError as exc:
-        return _failed(input_path, one_line(exc.reason), t0), False
-    except FerVideoError as exc:
-        return _failed(input_path, one_line(exc), t0), False
-    except (KeyboardInterrupt, MemoryError):
-        raise
-    except Exception as exc:   # a bug met on one input must not stop a batch: crash log
-        from .crash import internal_error_line
-
-        return _failed(input_path, internal_error_line(exc, f"analysing {input_path!r}"), t0), False
-    return SummaryRow(input=input_path, status="ok", reason="", duration_s=result.info.duration_s,
-                      n_faces=len(result.faces), dominant=dominant_text(result.faces),
-                      report=report_rel, wall_s=result.wall_s), False
-
-
-def run_video_job(input_path: str | os.PathLike, out_root: str | os.PathLike,
-                  settings: Settings, *, out_subdir: str | None = None,
-                  overwrite: bool = False, progress: ProgressFn | None = None,
-                  rel_path: str | None = None):
-    """Analyse one input into ``out_root/<out_subdir or stem>/`` and return its ``SummaryRow``.
-
-    Skips an input whose report is already complete and :func:`reusable` (same file at
-    ``rel_path``, its path relative to the batch root, same settings and model) unless
-    ``overwrite``. A bad input gives
-    ``status="failed"`` with the reason; set-up and usage errors (which would fail every
-    input) and KeyboardInterrupt propagate. Models are loaded once per process.
-    """
-    row, _ = job(input_path, out_root, settings, out_subdir=out_subdir, overwrite=overwrite,
-                 progress=progress, rel_path=rel_path)
-    return row

@@ -1,12 +1,12 @@
 """Run a batch's per-video jobs on a Ray cluster (``fer-video analyze --executor ray``).
 
-The same per-video job as every other executor (:func:`fer_video.pipeline.job`), so the
+The same per-video job as every other executor (:func:`fer_video.job.run_job`), so the
 reports are byte-identical to ``--jobs 1`` apart from timings. Design:
 
 * One Ray *task* per video, ``num_cpus=1`` (one torch, face-detection and decoding thread)
   and, when the cluster has GPUs, ``num_gpus=--gpus-per-task`` (default 0.25: four videos
   share a GPU). ``max_calls=0`` keeps worker processes alive between tasks, so a worker
-  loads the models once (the pipeline's per-process cache), not once per video.
+  loads the models once (``job.load_models``' per-process cache), not once per video.
 * At most ``max_in_flight`` tasks are submitted at a time (default: as many as the
   cluster's CPUs/GPUs can run at once), so results, progress and ``--timeout`` follow the
   videos actually running, and Ctrl-C has little to cancel.
@@ -51,24 +51,27 @@ def import_ray():
 
 def _ray_task(index: int, path: str, out_root: str, settings: Settings, out_subdir: str,
               overwrite: bool, cwd: str, start_log, rel_path: Optional[str] = None):
-    from . import pipeline
     from .executors import _test_hooks
+    from .job import load_models, run_job
+    from .report_folder import failed_row
+    from .threads import plan_threads
 
-    pipeline.use_one_core()
+    plan = plan_threads(cores=1, workers=1)   # a task asks Ray for one CPU
+    plan.apply()
     if not os.path.isdir(cwd):
-        return pipeline._failed(path, f"working directory {cwd} does not exist on this Ray node "
-                                      "(use paths on a filesystem every node mounts)",
-                                time.perf_counter()), False
+        return failed_row(path, f"working directory {cwd} does not exist on this Ray node "
+                                "(use paths on a filesystem every node mounts)",
+                          time.perf_counter()), False
     os.chdir(cwd)
     try:
-        pipeline.load_models(settings)       # once per worker; a SetupError surfaces from job()
+        load_models(settings)       # once per worker; a SetupError surfaces from run_job()
     except Exception:
         pass
     if start_log is not None:
         start_log.started.remote(index)
     _test_hooks(path)
-    return pipeline.job(path, out_root, settings, out_subdir=out_subdir, overwrite=overwrite,
-                        rel_path=rel_path)
+    return run_job(path, out_root, settings, out_subdir=out_subdir, overwrite=overwrite,
+                   rel_path=rel_path, threads=plan)
 
 
 class _StartLog:
@@ -162,7 +165,7 @@ def run_ray(jobs: Sequence, out_root: str | os.PathLike, settings: Settings, *,
     ray = import_ray()
     from ray.exceptions import GetTimeoutError, RayError, RayTaskError, TaskCancelledError
 
-    from .pipeline import _failed
+    from .report_folder import failed_row
 
     n = len(jobs)
     results: list = [None] * n
@@ -187,7 +190,7 @@ def run_ray(jobs: Sequence, out_root: str | os.PathLike, settings: Settings, *,
                 on_done(i, row, skipped)
 
         def fail(i: int, reason: str) -> None:
-            row = _failed(jobs[i].path, reason, time.perf_counter())
+            row = failed_row(jobs[i].path, reason, time.perf_counter())
             if i in started_at:
                 row.wall_s = max(0.0, time.monotonic() - started_at[i])
             finish(i, row, False)

@@ -161,3 +161,12 @@ def serial_reports(folder, settings_for, tmp_path_factory):
     one = tmp_path_factory.mktemp("serial") / "one"
     assert run_batch([folder], settings_for(fps=2.0), out_root=one, quiet=True) == 0
     return one
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _thread_plan():
+    """Torch threads as every fer-video entry point sets them (ThreadPlan.apply), also for
+    tests that build a detector or call analyze_video directly."""
+    from fer_video.threads import plan_threads
+
+    plan_threads().apply()

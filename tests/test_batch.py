@@ -312,26 +312,6 @@ def test_resume_redoes_same_size_inputs_swapped_and_reuses_an_unchanged_folder(
     assert key["input"]["rel_path"] == "a.mp4" and len(key["input"]["head_tail_sha256"]) == 64
 
 
-def test_reports_without_a_reuse_key_are_redone(tmp_path, samples, settings_for):
-    """A report made before reuse keys existed (or by another RESULTS_VERSION) is not reused."""
-    from fer_video import pipeline
-    from fer_video.checkpoint import checkpoint_paths, file_sha256
-
-    clip = tmp_path / "clip.mp4"
-    clip.write_bytes((samples / "pyfeat_no_face.mp4").read_bytes())
-    settings = settings_for(fps=1.0)
-    identity = pipeline.input_identity(clip, "clip.mp4")
-    obj = {"settings": {**settings.to_json(), "sample_step_s": 1.0},
-           "model": {"sha256": file_sha256(checkpoint_paths(settings.model_path())[0])}}
-    assert not pipeline.reusable(obj, identity, settings)
-    obj["reuse_key"] = {"results_version": pipeline.RESULTS_VERSION - 1, "input": identity}
-    assert not pipeline.reusable(obj, identity, settings)
-    obj["reuse_key"] = pipeline.reuse_key(identity)
-    assert pipeline.reusable(obj, identity, settings)
-    os.utime(clip, ns=(1, 1))
-    assert not pipeline.reusable(obj, pipeline.input_identity(clip, "clip.mp4"), settings)
-
-
 @pytest.mark.slow
 def test_a_name_that_is_not_utf8_gets_its_row_and_report(tmp_path, samples, model_path):
     """A real clip named b'clip_\\xff.mp4' (not UTF-8) in a folder batch, run as a real

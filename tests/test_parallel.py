@@ -102,10 +102,11 @@ def test_exit_code_survives_the_pools_own_reaping_of_a_dead_worker(monkeypatch, 
 
     from fer_video import executors
     from fer_video.settings import Settings
+    from fer_video.threads import plan_threads
 
     monkeypatch.setenv("FER_VIDEO_TEST_CRASH_ON", "dies.mp4")
     ctx = multiprocessing.get_context(executors.START_METHOD)
-    slot = executors._Slot(ctx, ctx.SimpleQueue(), 1, 1)
+    slot = executors._Slot(ctx, ctx.SimpleQueue(), plan_threads(1, 1))
     try:
         job = SimpleNamespace(path=str(tmp_path / "dies.mp4"), out_subdir=None)
         future = slot.submit(0, job, str(tmp_path / "out"), Settings(), False)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-import pickle
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,8 +10,9 @@ import pytest
 
 import fer_video
 from fer_video.errors import InputError, UsageError
-from fer_video.pipeline import (STAGES, analyze_video, is_complete, job, load_models,
-                                output_paths, run_video_job)
+from fer_video.job import load_models
+from fer_video.pipeline import STAGES, analyze_video
+from fer_video.report_folder import is_complete, output_paths, write
 
 from conftest import CLASSES, output_files
 
@@ -19,9 +20,13 @@ pytestmark = pytest.mark.slow
 
 
 def _run(path, settings, out_dir=None, **kw):
+    """analyze_video, and the report folder written into ``out_dir`` when it is given."""
     detector, classifier = load_models(settings)
-    return analyze_video(path, settings, detector=detector, classifier=classifier,
-                         out_dir=out_dir, **kw)
+    result = analyze_video(path, settings, detector=detector, classifier=classifier, **kw)
+    assert result.outputs is None                 # the analysis writes nothing
+    if out_dir is not None:
+        write(result, out_dir, Path(path).stem)
+    return result
 
 
 @pytest.fixture(scope="module")
@@ -172,52 +177,6 @@ def test_python_api(samples, model_path, tmp_path):
         fer_video.analyze(samples / "pyfeat_single_face.mp4", colour="blue")
     with pytest.raises(UsageError, match="no such file"):
         fer_video.analyze(tmp_path / "missing.mp4", model=str(model_path))
-
-
-def test_run_video_job_skips_complete_and_is_picklable(samples, settings_for, tmp_path):
-    settings = settings_for(fps=2.0)
-    assert pickle.loads(pickle.dumps(settings)) == settings
-    assert pickle.loads(pickle.dumps(run_video_job)) is run_video_job
-    row = run_video_job(samples / "pyfeat_single_face.mp4", tmp_path, settings)
-    assert row.status == "ok" and row.n_faces == 1 and row.dominant.startswith("1:")
-    assert row.report == "pyfeat_single_face/pyfeat_single_face.html"
-    json_path = tmp_path / "pyfeat_single_face" / "pyfeat_single_face.json"
-    before = json_path.stat().st_mtime_ns
-    again, skipped = job(samples / "pyfeat_single_face.mp4", tmp_path, settings)
-    assert skipped and again.dominant == row.dominant and again.n_faces == 1
-    assert json_path.stat().st_mtime_ns == before
-    redo, skipped = job(samples / "pyfeat_single_face.mp4", tmp_path, settings, overwrite=True)
-    assert not skipped and json_path.stat().st_mtime_ns != before
-    # a report made with other result settings, or another model, is redone, not reused
-    _, skipped = job(samples / "pyfeat_single_face.mp4", tmp_path, settings_for(fps=3.0))
-    assert not skipped
-    assert json.loads(json_path.read_text())["settings"]["fps"] == 3.0
-    _, skipped = job(samples / "pyfeat_single_face.mp4", tmp_path, settings_for(fps=3.0, batch_size=4))
-    assert skipped   # batch sizes change speed, not results
-    # test-time augmentation changes the probabilities: redone; a report from before the
-    # setting existed (no "tta" in its settings) was made without it, so it is reused
-    _, skipped = job(samples / "pyfeat_single_face.mp4", tmp_path, settings_for(fps=3.0, tta="flip"))
-    assert not skipped and json.loads(json_path.read_text())["settings"]["tta"] == "flip"
-    _, skipped = job(samples / "pyfeat_single_face.mp4", tmp_path, settings_for(fps=3.0))
-    assert not skipped
-    obj = json.loads(json_path.read_text())
-    del obj["settings"]["tta"]
-    json_path.write_text(json.dumps(obj))
-    _, skipped = job(samples / "pyfeat_single_face.mp4", tmp_path, settings_for(fps=3.0))
-    assert skipped
-    obj = json.loads(json_path.read_text())
-    obj["model"]["sha256"] = "0" * 64
-    json_path.write_text(json.dumps(obj))
-    _, skipped = job(samples / "pyfeat_single_face.mp4", tmp_path, settings_for(fps=3.0))
-    assert not skipped and json.loads(json_path.read_text())["model"]["sha256"] != "0" * 64
-    # another file under the same name is analysed again, not skipped
-    other = tmp_path / "in" / "pyfeat_single_face.mp4"
-    other.parent.mkdir()
-    other.write_bytes((samples / "pyfeat_no_face.mp4").read_bytes())
-    changed, skipped = job(other, tmp_path, settings)
-    assert not skipped and changed.n_faces == 0
-    bad = run_video_job(samples / "nope.mp4", tmp_path, settings)
-    assert bad.status == "failed" and bad.reason
 
 
 def test_prefetch_keeps_order_propagates_errors_and_stops():

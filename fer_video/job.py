@@ -1,0 +1,111 @@
+"""The per-input job every executor runs: reuse a complete report, or analyse the input and
+write its report folder; never raise for a bad input.
+
+``run_job`` is the one job of the in-process loop (:mod:`fer_video.batch`), the worker
+processes (:mod:`fer_video.executors`) and Ray tasks (:mod:`fer_video.ray_executor`), so
+their reports are the same. Models are loaded lazily, once per process (``load_models``).
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import FerVideoError, InputError, SetupError, UsageError
+from .pipeline import ProgressFn, analyze_video
+from .settings import Settings
+from .threads import ThreadPlan, plan_threads
+
+_DETECTORS: dict[tuple, Any] = {}
+_CLASSIFIERS: dict[tuple, Any] = {}
+
+
+def load_models(settings: Settings):
+    """(detector, classifier) for these settings, built once per process and cached."""
+    from .classify import EmotionClassifier, resolve_device
+
+    device = resolve_device(settings.device)
+    ckey = (str(settings.model_path().resolve()), device, settings.classify_batch_size, settings.tta)
+    classifier = _CLASSIFIERS.get(ckey)
+    if classifier is None:
+        # lazy: the weights load in analyze_video's worker thread, overlapping the first frames
+        classifier = _CLASSIFIERS[ckey] = EmotionClassifier(settings.model_path(), device=device,
+                                                            batch_size=settings.classify_batch_size,
+                                                            lazy=True, tta=settings.tta)
+    dkey = (device, settings.min_face, settings.det_threshold, settings.max_side, settings.batch_size)
+    detector = _DETECTORS.get(dkey)
+    if detector is None:
+        try:
+            from .detect import FaceDetector
+        except ImportError as exc:
+            raise SetupError(f"face detector unavailable: {exc} "
+                             "(install it with: pip install --no-deps facenet-pytorch==2.6.0)") from None
+        detector = _DETECTORS[dkey] = FaceDetector(device=device, min_face=settings.min_face,
+                                                   threshold=settings.det_threshold,
+                                                   max_side=settings.max_side,
+                                                   batch_size=settings.batch_size)
+    return detector, classifier
+
+
+def one_line(exc: BaseException | str) -> str:
+    """An exception (or text) as one short line for a user."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def run_job(input_path: str | os.PathLike, out_root: str | os.PathLike, settings: Settings, *,
+            out_subdir: str | None = None, overwrite: bool = False,
+            progress: ProgressFn | None = None, rel_path: str | None = None,
+            threads: ThreadPlan | None = None):
+    """Analyse one input into ``out_root/<out_subdir or stem>/``; return ``(SummaryRow,
+    skipped)``.
+
+    Skips (``skipped=True``) an input whose report is already complete and
+    :func:`fer_video.report_folder.reusable` (same file at ``rel_path``, its path relative
+    to the batch root, same settings and model) unless ``overwrite``. A bad input gives
+    ``status="failed"`` with the reason, a bug met on it a reason naming its crash log;
+    set-up and usage errors (which would fail every input), KeyboardInterrupt and
+    MemoryError propagate. ``threads``: this process's plan (default: all its cores),
+    applied here before the models are used. Models are loaded once per process.
+    """
+    from . import report_folder as folder
+
+    input_path = str(input_path)
+    sub = out_subdir or folder.report_stem(Path(input_path).stem)
+    out_dir = Path(out_root) / sub
+    stem = Path(sub).name
+    paths = folder.output_paths(out_dir, stem)
+    report_rel = Path(sub, paths["html"].name).as_posix()
+    identity = folder.input_identity(input_path, rel_path)  # before analysis: a later change redoes it
+    if not overwrite and folder.is_complete(out_dir, stem):
+        try:
+            return folder.reused_row(input_path, paths["json"], report_rel, settings, identity), True
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            pass   # unreadable, or the input, settings or model changed: analyse again
+    t0 = time.perf_counter()
+    try:
+        if os.environ.get("FER_VIDEO_TEST_INTERNAL_ERROR") == "job":   # tests/test_cli.py only
+            raise IndexError("test hook: an unexpected internal error in one input's job")
+        plan = threads if threads is not None else plan_threads()
+        plan.apply()       # idempotent; here, so that a run that reuses every report needs no torch
+        detector, classifier = load_models(settings)
+        result = analyze_video(input_path, settings, detector=detector, classifier=classifier,
+                               progress=progress, threads=plan)
+        obj = folder.write(result, out_dir, stem, identity=identity)
+    except (SetupError, UsageError):
+        raise
+    except InputError as exc:
+        return folder.failed_row(input_path, one_line(exc.reason), t0), False
+    except FerVideoError as exc:
+        return folder.failed_row(input_path, one_line(exc), t0), False
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:   # a bug met on one input must not stop a batch: crash log
+        from .crash import internal_error_line
+
+        return folder.failed_row(input_path, internal_error_line(exc, f"analysing {input_path!r}"),
+                                 t0), False
+    row = folder.summary_row(input_path, obj, report_rel)
+    row.wall_s = result.wall_s
+    return row, False

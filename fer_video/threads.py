@@ -1,0 +1,101 @@
+"""How one process spends its cores: a ``ThreadPlan``, made once, passed to the stages.
+
+A plan is made from the cores the process may use and the number of workers sharing them
+(:func:`plan_threads`), applied once where a process (or worker) starts
+(:meth:`ThreadPlan.apply`: torch's intra-op thread count is process-wide), and handed to the
+analysis (:func:`fer_video.pipeline.analyze_video`) and the decoder. No stage reads or
+changes a module-level thread setting, and no constructor sets torch's thread count.
+
+The invariant, checked by tests/test_threads.py for 1..16 cores and 1..cores workers:
+``workers * plan.busy_threads() <= cores`` -- the torch threads of every detection and
+classification thread that may run at once, plus decoding, never exceed the cores.
+
+Nothing in a plan changes a result, only where and when work runs: detection results are
+consumed in frame order, classification batches are formed the same way, and FFmpeg always
+decodes with one thread (``decode_threads``; see :mod:`fer_video.decode`: its frame threads
+change what a damaged stream decodes to).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class ThreadPlan:
+    """Threads of one analysing process.
+
+    torch_threads:    torch intra-op threads of every torch call (process-wide, set by
+                      :meth:`apply`). One: MTCNN's many small ops run up to 15x slower with
+                      two, and one is what every mode has run with so far.
+    detect_threads:   detection batches in flight at once, each in its own thread; 0 runs
+                      detection in the calling thread.
+    classify_threads: 1 runs classification in its own thread, alongside detection; 0 runs
+                      it in the calling thread.
+    decode_threads:   FFmpeg threads per decoder (always 1, see the module docstring).
+    prefetch:         decode ahead in a thread of its own (else in the calling thread).
+    """
+    torch_threads: int = 1
+    detect_threads: int = 0
+    classify_threads: int = 0
+    decode_threads: int = 1
+    prefetch: bool = False
+
+    @property
+    def inline(self) -> bool:
+        """Every stage in the calling thread, one after the other (a one-core worker)."""
+        return not self.prefetch and self.detect_threads == 0 and self.classify_threads == 0
+
+    def busy_threads(self) -> int:
+        """The most threads this plan keeps running at once: the torch threads of every
+        thread that runs detection or classification, plus decoding."""
+        callers = self.detect_threads + self.classify_threads
+        caller_torch = self.detect_threads == 0 or self.classify_threads == 0
+        torch_busy = self.torch_threads * (callers + (1 if caller_torch else 0))
+        if self.prefetch:
+            return torch_busy + self.decode_threads
+        # decoding in the calling thread alternates with that thread's own torch work
+        own = self.torch_threads if caller_torch else 0
+        return torch_busy - own + max(own, self.decode_threads)
+
+    def for_device(self, device: str) -> "ThreadPlan":
+        """This plan for a detector on ``device``: one detection thread on a GPU (it
+        serialises the work anyway)."""
+        if str(device).startswith("cpu") or self.detect_threads <= 1:
+            return self
+        return replace(self, detect_threads=1)
+
+    def apply(self) -> None:
+        """Set torch's intra-op threads for this process (once, where a process starts)."""
+        import torch
+
+        if torch.get_num_threads() != self.torch_threads:
+            torch.set_num_threads(self.torch_threads)
+
+
+def plan_threads(cores: int | None = None, workers: int = 1) -> ThreadPlan:
+    """The plan of each of ``workers`` processes sharing ``cores`` (default: this
+    process's usable cores). Each worker gets ``cores // workers`` (at least one):
+
+    * 1 core: every stage in the calling thread;
+    * 2 cores: decoding in its own thread, detection and classification in the caller;
+    * 3 cores: decoding, one detection thread and one classification thread;
+    * 4 or more: decoding, two detection threads and one classification thread.
+    """
+    cores = usable_cores() if cores is None else int(cores)
+    share = max(1, cores // max(1, int(workers)))
+    if share == 1:
+        return ThreadPlan()
+    if share == 2:
+        return ThreadPlan(prefetch=True)
+    if share == 3:
+        return ThreadPlan(prefetch=True, detect_threads=1, classify_threads=1)
+    return ThreadPlan(prefetch=True, detect_threads=2, classify_threads=1)
