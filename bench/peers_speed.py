@@ -10,7 +10,9 @@ Per clip and per round (``--rounds``, default 3; the median is printed):
 - **facenet-pytorch's MTCNN** (``facenet_pytorch.MTCNN.detect``, installed with
   fer-video) on the same sampled frames, in this process, one torch thread: seconds per
   frame, beside fer-video's own ``FaceDetector.detect`` on the same frames.
-- **the `fer` package** (``fer.Video.analyze(FER(mtcnn=...), frequency=N)``), when
+- **the `fer` package** (``fer.Video.analyze(FER(mtcnn=...), frequency=N)``, N = the
+  clip's frame rate / ``--fps``, rounded: every N-th frame, as close to ``--fps`` as it
+  can sample), when
   ``--fer-python`` names a Python whose environment has it: in-process wall seconds of
   ``analyze`` alone (its imports and model load NOT counted, as the issue measured it),
   Haar and MTCNN detectors. Recipe for that environment (tensorflow is fer's real need;
@@ -118,8 +120,12 @@ def main() -> int:
             res = results.setdefault(name, {"fer-video": [], "fer Haar": [], "fer MTCNN": []})
             res["fer-video"].append(fer_video_run(clip, a.fps, tmp / "fv"))
             if a.fer_python:
+                from fer_video.decode import probe
+
+                freq = max(1, round((probe(str(clip)).fps or a.fps) / a.fps))   # every freq-th frame: ~--fps
                 for det in ("haar", "mtcnn"):
-                    r = timed([a.fer_python, "-c", FER_SCRIPT, str(clip), "1", det, str(tmp / "fer")])
+                    r = timed([a.fer_python, "-c", FER_SCRIPT, str(clip), str(freq), det, str(tmp / "fer")],
+                              env={"CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"})
                     if r["code"] == 0:
                         r["in_process_s"] = json.loads(r["stdout"].strip().splitlines()[-1])["wall_s"]
                     res["fer Haar" if det == "haar" else "fer MTCNN"].append(r)
