@@ -14,13 +14,13 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional
 
 import numpy as np
 
 from .errors import InputError
-from .records import FacePrediction, FaceSummary, VideoInfo
+from .records import FacePrediction, FaceSummary, TrackedFace, VideoInfo
 from .settings import Settings
 from .threads import ThreadPlan, plan_threads
 
@@ -65,16 +65,6 @@ class _Timer:
         now = time.perf_counter()
         self.t[stage] = self.t.get(stage, 0.0) + (now - since)
         return now
-
-
-@dataclass
-class _Track:
-    first_time: float
-    first_order: int
-    n: int = 0
-    best_score: float = -1.0
-    best_crop: Optional[np.ndarray] = None
-    records: list = field(default_factory=list)   # (frame_index, time_s, box, score, probs)
 
 
 class _Prefetch:
@@ -240,8 +230,7 @@ def analyze_video(path: str | os.PathLike, settings: Settings, *, detector, clas
     (:func:`fer_video.report_folder.write` does). Raises ``InputError`` for an unreadable
     input. A video without faces is a valid, empty result.
     """
-    from .decode import probe, sample_frames
-    from .track import FaceTracker
+    from .decode import probe
 
     path = str(path)
     plan = threads if threads is not None else plan_threads()
@@ -249,99 +238,58 @@ def analyze_video(path: str | os.PathLike, settings: Settings, *, detector, clas
     timer = _Timer()
     t = time.perf_counter()
     info = probe(path)
-    t = timer.add("decode", t)
+    timer.add("decode", t)
+    window = _checked_window(path, info, settings)
 
-    w_start, w_end = _window(info, settings)
+    faces = _TrackAndCrop(settings, classifier, timer)
+    classify = _ClassifyInBatches(classifier, plan, on_prediction=faces.record)
+    detect = _DetectInOrder(detector, plan.for_device(str(getattr(classifier, "device", "cpu"))),
+                            on_frame=lambda frame, dets: classify.add(faces.frame(frame, dets)))
+    n_samples, last_time = _stream(path, info, settings, plan, window, detect, classify,
+                                   timer, progress)
+
+    t = time.perf_counter()
+    predictions, thumbnails = faces.renumbered(settings.min_track_for(info.is_image))
+    t = timer.add("track", t)
+    step = sample_step(info, settings)
+    summaries = _summarise(predictions, classifier.classes, info, settings, step, window, last_time)
+    timer.add("aggregate", t)
+
+    return VideoResult(path=path, info=info, settings=settings, model=classifier.info(),
+                       classes=list(classifier.classes), predictions=predictions, faces=summaries,
+                       thumbnails=thumbnails, timings=timer.t,
+                       wall_s=time.perf_counter() - t_start, n_samples=n_samples,
+                       sample_step_s=step)
+
+
+# -- the steps of analyze_video ------------------------------------------------------------
+
+def _checked_window(path: str, info: VideoInfo, settings: Settings) -> tuple[float, float]:
+    """The part analysed (:func:`_window`); ``InputError`` when ``--start`` is past the end."""
     if not info.is_image and info.duration_s > 0 and settings.start >= info.duration_s:
         raise InputError(path, f"--start {settings.start:g} s is at or past the end of the video "
                                f"({info.duration_s:.2f} s)")
+    return _window(info, settings)
+
+
+def _stream(path: str, info: VideoInfo, settings: Settings, plan: ThreadPlan,
+            window: tuple[float, float], detect: "_DetectInOrder",
+            classify: "_ClassifyInBatches", timer: _Timer,
+            progress: ProgressFn | None) -> tuple[int, float]:
+    """Decode the sampled frames and push them, ``batch_size`` at a time, through detection
+    (then, in frame order, tracking and cropping) and classification, until every face is
+    classified. Returns (frames sampled, time of the last one); ``InputError`` when not one
+    frame could be decoded."""
+    from .decode import sample_frames
+
+    w_start, w_end = window
     total = max(w_end - w_start, 0.0)
-
-    tracker = FaceTracker(iou_threshold=settings.iou_threshold, max_gap_s=settings.max_gap_s)
-    tracks: dict[int, _Track] = {}
-    pending: list[tuple[int, Any, np.ndarray]] = []   # (raw id, TrackedFace, model crop)
-    n_samples = 0
-    last_time = 0.0
-
-    # Classification runs in one worker thread, alongside detection (which uses one torch
-    # thread on CPU): first it loads the classifier's weights, then it takes batches of crops.
-    from concurrent.futures import ThreadPoolExecutor
-
-    pool = _Inline() if plan.classify_threads == 0 else ThreadPoolExecutor(
-        max_workers=plan.classify_threads, thread_name_prefix="fer-video-classify")
-    inflight: list = []            # [(metas, future)], oldest first; at most a few
-    worker_s = [0.0]
-
-    def classify(crops: list) -> np.ndarray:
-        t0 = time.perf_counter()
-        try:
-            return classifier.predict_crops(crops)
-        finally:
-            worker_s[0] += time.perf_counter() - t0
-
-    def collect(wait_all: bool = False) -> None:
-        while inflight and (wait_all or len(inflight) > 2 or inflight[0][1].done()):
-            metas, fut = inflight.pop(0)
-            for (raw, tf), p in zip(metas, fut.result(), strict=True):
-                tracks[raw].records.append((int(tf.frame_index), float(tf.time_s),
-                                            tuple(float(v) for v in tf.box), float(tf.score),
-                                            tuple(float(v) for v in p)))
-
-    def flush() -> None:
-        if pending:
-            metas = [(raw, tf) for raw, tf, _ in pending]
-            crops = [c for _, _, c in pending]
-            pending.clear()
-            inflight.append((metas, pool.submit(classify, crops)))
-        collect()
-
-    # Detection of consecutive batches runs in a few threads (each torch op single-threaded
-    # on CPU); results are consumed strictly in frame order, so tracking is unchanged.
-    n_det = plan.for_device(str(getattr(classifier, "device", "cpu"))).detect_threads
-    det_pool = _Inline() if n_det == 0 else ThreadPoolExecutor(max_workers=n_det,
-                                                               thread_name_prefix="fer-video-detect")
-    n_det = max(1, n_det)          # batches kept in flight before the oldest is consumed
-    det_inflight: list = []        # [(frames, future)], oldest first
-    det_s = [0.0]
-
-    def detect(images: list) -> list:
-        t0 = time.perf_counter()
-        try:
-            return detector.detect(images)
-        finally:
-            det_s[0] += time.perf_counter() - t0
-
-    def submit(batch: list) -> None:
-        det_inflight.append((batch, det_pool.submit(detect, [f.image for f in batch])))
-        while len(det_inflight) > n_det:
-            process(*det_inflight.pop(0))
-
-    def process(batch: list, fut) -> None:
-        dets = fut.result()
-        for frame, frame_dets in zip(batch, dets, strict=True):
-            t0 = time.perf_counter()
-            tracked = tracker.update(frame.frame_index, frame.time_s, frame_dets)
-            t0 = timer.add("track", t0)
-            for tf in tracked:
-                raw = int(tf.face_id)
-                tr = tracks.get(raw)
-                if tr is None:
-                    tr = tracks[raw] = _Track(first_time=float(tf.time_s), first_order=len(tracks))
-                tr.n += 1
-                if tf.score > tr.best_score:
-                    tr.best_score = float(tf.score)
-                    tr.best_crop = _thumbnail(frame.image, tf.box)
-                pending.append((raw, tf, classifier.crop(frame.image, tf.box, tf.landmarks)))
-            timer.add("classify", t0)
-            if len(pending) >= classifier.batch_size:
-                flush()
-
-    if callable(getattr(classifier, "load", None)):
-        pool.submit(classifier.load)           # weights load while the first frames decode
-    sampled = sample_frames(path, fps=settings.fps, start=settings.start, end=settings.end, info=info,
-                            threads=plan.decode_threads)
+    classify.load()                 # the weights load while the first frames decode
+    sampled = sample_frames(path, fps=settings.fps, start=settings.start, end=settings.end,
+                            info=info, threads=plan.decode_threads)
     frames = (_Prefetch(sampled, depth=settings.batch_size) if plan.prefetch
               else _NoPrefetch(sampled))
+    n_samples, last_time = 0, 0.0
     batch: list = []
     finished = False
     try:
@@ -350,24 +298,21 @@ def analyze_video(path: str | os.PathLike, settings: Settings, *, detector, clas
             n_samples += 1
             last_time = float(frame.time_s)
             if len(batch) >= settings.batch_size:
-                submit(batch)
+                detect.submit(batch)
                 batch = []
                 if progress is not None:
                     progress(min(max(0.0, last_time - w_start), total), total)
         if batch:
-            submit(batch)
-            batch = []
-        while det_inflight:
-            process(*det_inflight.pop(0))
-        flush()
-        collect(wait_all=True)
+            detect.submit(batch)
+        detect.drain()
+        classify.drain()
         finished = True
     finally:
         frames.close()
-        det_pool.shutdown(wait=finished, cancel_futures=True)
-        pool.shutdown(wait=finished, cancel_futures=True)
-        timer.t["detect"] += det_s[0]
-        timer.t["classify"] += worker_s[0]
+        detect.close(wait=finished)
+        classify.close(wait=finished)
+        timer.t["detect"] += detect.busy_s
+        timer.t["classify"] += classify.busy_s
         # decode runs alongside detection: its stage time is the decode thread's own time
         timer.t["decode"] += frames.busy_s
     if n_samples == 0:
@@ -377,35 +322,189 @@ def analyze_video(path: str | os.PathLike, settings: Settings, *, detector, clas
         raise InputError(path, "no frame could be decoded" + where)
     if progress is not None:
         progress(total, total)
+    return n_samples, last_time
 
-    # Keep faces seen often enough; renumber 1.. in order of first appearance.
-    t = time.perf_counter()
-    min_track = settings.min_track_for(info.is_image)
-    kept = sorted((tr for tr in tracks.values() if tr.n >= min_track),
-                  key=lambda tr: (tr.first_time, tr.first_order))
-    predictions: list[FacePrediction] = []
-    thumbnails: dict[int, bytes] = {}
-    for new_id, tr in enumerate(kept, start=1):
-        for frame_index, time_s, box, score, probs in tr.records:
-            predictions.append(FacePrediction(face_id=new_id, frame_index=frame_index, time_s=time_s,
-                                              box=box, det_score=score, probs=probs))
-        if tr.best_crop is not None:
-            thumbnails[new_id] = _jpeg(tr.best_crop)
-    predictions.sort(key=lambda p: (p.time_s, p.frame_index, p.face_id))
-    t = timer.add("track", t)
 
+def _summarise(predictions: list[FacePrediction], classes, info: VideoInfo, settings: Settings,
+               step: float, window: tuple[float, float], last_time: float) -> list[FaceSummary]:
+    """Per-face summaries and smoothed segments (:mod:`fer_video.aggregate`)."""
     from .aggregate import summarize_faces
 
-    step = sample_step(info, settings)
+    w_end = window[1]
     duration = 0.0 if info.is_image else (w_end if w_end > 0 else last_time + step)
-    faces = summarize_faces(predictions, classifier.classes, sample_step_s=step,
-                            duration_s=duration, smoothing_window_s=settings.smoothing_window_s,
-                            min_segment_s=settings.min_segment_s)
-    timer.add("aggregate", t)
+    return summarize_faces(predictions, classes, sample_step_s=step, duration_s=duration,
+                           smoothing_window_s=settings.smoothing_window_s,
+                           min_segment_s=settings.min_segment_s)
 
-    result = VideoResult(path=path, info=info, settings=settings, model=classifier.info(),
-                         classes=list(classifier.classes), predictions=predictions, faces=faces,
-                         thumbnails=thumbnails, timings=timer.t,
-                         wall_s=time.perf_counter() - t_start, n_samples=n_samples,
-                         sample_step_s=step)
-    return result
+
+@dataclass
+class _Track:
+    """What is kept of one tracker identity while the video streams."""
+    first_time: float
+    first_order: int
+    n: int = 0
+    best_score: float = -1.0
+    best_crop: Optional[np.ndarray] = None
+    predictions: list[FacePrediction] = field(default_factory=list)   # face_id: the raw id
+
+
+@dataclass(frozen=True)
+class _Crop:
+    """A tracked face waiting to be classified: its tracker identity, where it is, and the
+    model's crop of it."""
+    raw_id: int
+    face: TrackedFace
+    crop: np.ndarray
+
+
+class _TrackAndCrop:
+    """Tracking and cropping, one frame at a time in frame order: gives every detection a
+    tracker identity, keeps each identity's best-scored thumbnail, and makes the model
+    crops to classify. Collects the predictions per identity (:meth:`record`) and, at the
+    end, keeps the faces seen often enough, numbered 1.. by first appearance."""
+
+    def __init__(self, settings: Settings, classifier, timer: _Timer):
+        from .track import FaceTracker
+
+        self._tracker = FaceTracker(iou_threshold=settings.iou_threshold,
+                                    max_gap_s=settings.max_gap_s)
+        self._classifier = classifier
+        self._timer = timer
+        self._tracks: dict[int, _Track] = {}
+
+    def frame(self, frame, detections) -> list[_Crop]:
+        t0 = time.perf_counter()
+        tracked = self._tracker.update(frame.frame_index, frame.time_s, detections)
+        t0 = self._timer.add("track", t0)
+        crops = []
+        for tf in tracked:
+            raw = int(tf.face_id)
+            tr = self._tracks.get(raw)
+            if tr is None:
+                tr = self._tracks[raw] = _Track(first_time=float(tf.time_s),
+                                                first_order=len(self._tracks))
+            tr.n += 1
+            if tf.score > tr.best_score:
+                tr.best_score = float(tf.score)
+                tr.best_crop = _thumbnail(frame.image, tf.box)
+            crops.append(_Crop(raw, tf, self._classifier.crop(frame.image, tf.box, tf.landmarks)))
+        self._timer.add("classify", t0)
+        return crops
+
+    def record(self, prediction: FacePrediction) -> None:
+        """A classified face (``face_id``: its tracker identity)."""
+        self._tracks[prediction.face_id].predictions.append(prediction)
+
+    def renumbered(self, min_track: int) -> tuple[list[FacePrediction], dict[int, bytes]]:
+        """Predictions of the faces seen in at least ``min_track`` sampled frames, numbered
+        1.. in order of first appearance and sorted by time, and their JPEG thumbnails."""
+        kept = sorted((tr for tr in self._tracks.values() if tr.n >= min_track),
+                      key=lambda tr: (tr.first_time, tr.first_order))
+        predictions: list[FacePrediction] = []
+        thumbnails: dict[int, bytes] = {}
+        for new_id, tr in enumerate(kept, start=1):
+            predictions.extend(replace(p, face_id=new_id) for p in tr.predictions)
+            if tr.best_crop is not None:
+                thumbnails[new_id] = _jpeg(tr.best_crop)
+        predictions.sort(key=lambda p: (p.time_s, p.frame_index, p.face_id))
+        return predictions, thumbnails
+
+
+class _ClassifyInBatches:
+    """Classification in batches of ``classifier.batch_size`` crops, in a thread of its own
+    alongside detection (or inline, as the plan says): first it loads the classifier's
+    weights, then it takes the batches in order. Each result goes to ``on_prediction`` as a
+    ``FacePrediction`` whose ``face_id`` is the tracker identity."""
+
+    def __init__(self, classifier, plan: ThreadPlan, on_prediction: Callable[[FacePrediction], None]):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._classifier = classifier
+        self._on_prediction = on_prediction
+        self._pool = _Inline() if plan.classify_threads == 0 else ThreadPoolExecutor(
+            max_workers=plan.classify_threads, thread_name_prefix="fer-video-classify")
+        self._pending: list[_Crop] = []
+        self._inflight: list = []          # [([(raw id, TrackedFace)], future)], oldest first; a few
+        self.busy_s = 0.0                  # seconds spent classifying
+
+    def load(self) -> None:
+        if callable(getattr(self._classifier, "load", None)):
+            self._pool.submit(self._classifier.load)
+
+    def add(self, crops: list[_Crop]) -> None:
+        """One frame's faces; a batch goes once ``batch_size`` crops are waiting."""
+        self._pending.extend(crops)
+        if len(self._pending) >= self._classifier.batch_size:
+            self._flush()
+
+    def drain(self) -> None:
+        """Classify what is still waiting, and wait for every result."""
+        self._flush()
+        self._collect(wait_all=True)
+
+    def close(self, wait: bool) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+
+    def _predict(self, crops: list) -> np.ndarray:
+        t0 = time.perf_counter()
+        try:
+            return self._classifier.predict_crops(crops)
+        finally:
+            self.busy_s += time.perf_counter() - t0
+
+    def _flush(self) -> None:
+        if self._pending:
+            batch, self._pending = self._pending, []
+            faces = [(c.raw_id, c.face) for c in batch]        # the crops go with the call only
+            self._inflight.append((faces, self._pool.submit(self._predict, [c.crop for c in batch])))
+        self._collect()
+
+    def _collect(self, wait_all: bool = False) -> None:
+        while self._inflight and (wait_all or len(self._inflight) > 2 or self._inflight[0][1].done()):
+            faces, fut = self._inflight.pop(0)
+            for (raw_id, tf), probs in zip(faces, fut.result(), strict=True):
+                self._on_prediction(FacePrediction(
+                    face_id=raw_id, frame_index=int(tf.frame_index), time_s=float(tf.time_s),
+                    box=tuple(float(v) for v in tf.box), det_score=float(tf.score),
+                    probs=tuple(float(v) for v in probs)))
+
+
+class _DetectInOrder:
+    """Detection of consecutive batches of frames in up to ``plan.detect_threads`` threads
+    (inline when 0), each torch op single-threaded on CPU; the results are handed to
+    ``on_frame(frame, detections)`` strictly in frame order, so tracking is unchanged."""
+
+    def __init__(self, detector, plan: ThreadPlan, on_frame: Callable):
+        from concurrent.futures import ThreadPoolExecutor
+
+        n = plan.detect_threads
+        self._detector = detector
+        self._on_frame = on_frame
+        self._pool = _Inline() if n == 0 else ThreadPoolExecutor(
+            max_workers=n, thread_name_prefix="fer-video-detect")
+        self._depth = max(1, n)             # batches in flight before the oldest is consumed
+        self._inflight: list = []           # [(frames, future)], oldest first
+        self.busy_s = 0.0                   # seconds spent detecting
+
+    def submit(self, batch: list) -> None:
+        self._inflight.append((batch, self._pool.submit(self._detect, [f.image for f in batch])))
+        while len(self._inflight) > self._depth:
+            self._hand_on(*self._inflight.pop(0))
+
+    def drain(self) -> None:
+        while self._inflight:
+            self._hand_on(*self._inflight.pop(0))
+
+    def close(self, wait: bool) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+
+    def _detect(self, images: list) -> list:
+        t0 = time.perf_counter()
+        try:
+            return self._detector.detect(images)
+        finally:
+            self.busy_s += time.perf_counter() - t0
+
+    def _hand_on(self, batch: list, fut) -> None:
+        for frame, detections in zip(batch, fut.result(), strict=True):
+            self._on_frame(frame, detections)

@@ -209,3 +209,16 @@ def test_prefetch_keeps_order_propagates_errors_and_stops():
     assert next(p) == 0
     p.close()
     assert closed == [True]               # the decoder was closed, the thread has ended
+
+
+def test_every_thread_plan_gives_the_same_result(samples, settings_for):
+    """Where the stages run (inline, a decode thread, detection and classification threads)
+    changes nothing in the result."""
+    from fer_video.threads import plan_threads
+
+    settings = settings_for(fps=5.0, batch_size=3, classify_batch_size=4)
+    results = [_run(samples / "pyfeat_single_face.mp4", settings, threads=plan_threads(cores, 1))
+               for cores in (1, 2, 3, 16)]
+    for r in results[1:]:
+        assert r.predictions == results[0].predictions and r.faces == results[0].faces
+        assert r.thumbnails == results[0].thumbnails
