@@ -20,8 +20,12 @@ Per clip and per round (``--rounds``, default 3; the median is printed):
 
       python3 -m venv /work/fer-venv
       /work/fer-venv/bin/pip install --no-deps fer==25.10.3 facenet-pytorch==2.6.0
-      /work/fer-venv/bin/pip install tensorflow opencv-python-headless moviepy pandas tqdm \\
-          requests pillow torch==2.14.1 torchvision==0.29.1
+      /work/fer-venv/bin/pip install torch==2.14.1 torchvision==0.29.1
+      /work/fer-venv/bin/pip install tensorflow 'opencv-python-headless<5' 'moviepy<2' \\
+          'setuptools<81' pandas tqdm requests pillow
+
+  (seen working on 2026-12-01: tensorflow 2.21.0; OpenCV 5 has no CascadeClassifier, fer
+  imports pkg_resources and moviepy 1's API).
 
 x-realtime = clip seconds analysed / wall seconds. Ratios printed: fer-video whole process
 and in-pipeline against fer Haar and fer MTCNN.
@@ -44,9 +48,15 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FER_VIDEO_SHARED", REPO.parent / "shared"))
 CLIPS = ["pyfeat_WolfgangLanger_Pexels.mp4", "sadtalker_WDA_KatieHill_000.mp4", "facenet_crowd_1080p.mp4"]
 
+# fer 25.10.3 calls cv2.waitKey/destroyAllWindows even with display=False; the headless
+# OpenCV build has no GUI, so they are no-ops here (they draw nothing; no effect on timing).
 FER_SCRIPT = r"""
 import json, sys, time
-from fer import FER, Video
+import cv2
+cv2.waitKey = lambda *a, **k: -1
+cv2.destroyAllWindows = lambda *a, **k: None
+from fer.fer import FER
+from fer.classes import Video
 clip, freq, mtcnn = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "mtcnn"
 det = FER(mtcnn=mtcnn)
 video = Video(clip, outdir=sys.argv[4])
