@@ -539,11 +539,6 @@ class SummaryRow:
     wall_s: Optional[float] = None
 
 
-def dominant_string(faces: list[FaceSummary]) -> str:
-    """The ``dominant`` summary column: ``"1:happy;2:neutral"``."""
-    return ";".join(f"{f.face_id}:{f.dominant_emotion}" for f in sorted(faces, key=lambda f: f.face_id))
-
-
 def write_summary_csv(path: str | os.PathLike, rows: list[SummaryRow]) -> None:
     """``summary.csv``: one row per input. Text cells (``input``, ``status``, ``reason``,
     ``dominant``, ``report``) are written as :func:`csv_text` makes them and quoted as

@@ -81,11 +81,6 @@ class FaceTracker:
         self._next_id = 1
         self._last_time: Optional[float] = None
 
-    @property
-    def active_ids(self) -> list[int]:
-        """Ids of the tracks that can still be continued (after the last update)."""
-        return [t.face_id for t in self._tracks]
-
     def update(self, frame_index: int, time_s: float,
                detections: Sequence[Detection]) -> list[TrackedFace]:
         """Track one sampled frame; returns one ``TrackedFace`` per detection, same order.

@@ -9,7 +9,7 @@ import pytest
 
 from fer_video.records import FacePrediction, FaceSummary, Segment, VideoInfo
 from fer_video.report import (MAX_CHART_POINTS, SUMMARY_COLUMNS, SummaryRow, build_report_json,
-                              csv_text, dominant_string, emotion_colors, format_label, frames_dataframe,
+                              csv_text, emotion_colors, format_label, frames_dataframe,
                               write_frames_csv, write_html, write_index_html, write_json,
                               write_summary_csv)
 
@@ -326,10 +326,6 @@ def test_index_html_links_and_escapes(tmp_path):
     assert "1 ok, 1 failed" in html
     assert ">failed<" in html and ">ok<" in html
     no_external_refs(html)
-
-
-def test_dominant_string():
-    assert dominant_string([summary(2, "sad"), summary(1, "happy")]) == "1:happy;2:sad"
 
 
 def test_emotion_colors_distinct_and_stable():

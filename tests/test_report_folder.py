@@ -62,3 +62,8 @@ def test_failed_row_and_dominant_text():
     assert row.status == "failed" and row.reason == "corrupt" and row.wall_s >= 0
     assert folder.dominant_text([{"face_id": 2, "dominant_emotion": "sad"},
                                  {"face_id": 1, "dominant_emotion": "happy"}]) == "1:happy;2:sad"
+    from fer_video.records import FaceSummary
+
+    faces = [FaceSummary(face_id=i, first_seen_s=0.0, last_seen_s=1.0, n_frames=3,
+                         dominant_emotion=e, mean_probs={e: 1.0}) for i, e in ((2, "sad"), (1, "happy"))]
+    assert folder.dominant_text(faces) == "1:happy;2:sad"
