@@ -1,0 +1,54 @@
+"""docs/architecture.md's import rules: no import loops, lower layers never import higher ones.
+
+Imports inside functions count (they still make a loop); ``if TYPE_CHECKING:`` ones do not.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[1] / "fer_video"
+
+
+def _graph() -> dict[str, set[str]]:
+    graph = {}
+    for f in PKG.glob("*.py"):
+        tree = ast.parse(f.read_text(encoding="utf-8"))
+        type_only = {id(n) for node in ast.walk(tree)
+                     if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+                     for n in ast.walk(node)}
+        deps = set()
+        for node in ast.walk(tree):
+            if id(node) in type_only or not isinstance(node, ast.ImportFrom) or node.level != 1:
+                continue
+            deps.update([node.module.split(".")[0]] if node.module else [a.name for a in node.names])
+        graph[f.stem] = deps - {f.stem}
+    return graph
+
+
+def test_no_import_loops():
+    graph = _graph()
+    state: dict[str, int] = {}
+
+    def visit(n: str, path: list[str]) -> None:
+        state[n] = 1
+        for d in sorted(graph.get(n, ())):
+            assert state.get(d) != 1, "import loop: " + " -> ".join(path + [d])
+            if d in graph and d not in state:
+                visit(d, path + [d])
+        state[n] = 2
+
+    for n in sorted(graph):
+        if n not in state:
+            visit(n, [n])
+
+
+def test_lower_layers_never_import_higher_ones():
+    graph = _graph()
+    above_pipeline = {"job", "batch", "report_folder", "executors", "ray_executor", "cli", "api"}
+    for stage in ("records", "errors", "threads", "atomic", "decode", "detect", "track",
+                  "aggregate", "classify"):
+        assert not graph[stage] & (above_pipeline | {"pipeline"}), stage
+    assert not graph["pipeline"] & above_pipeline
+    assert not graph["report_folder"] & {"pipeline", "job", "batch", "executors", "ray_executor"}
+    assert not graph["job"] & {"batch", "executors", "ray_executor", "cli", "api"}
