@@ -66,12 +66,12 @@ print(json.dumps({"wall_s": time.perf_counter() - t0}))
 """
 
 
-def timed(cmd: list[str], env: dict | None = None) -> dict:
+def timed(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> dict:
     """Run ``cmd``; wall seconds, user+sys CPU seconds and peak RSS (MiB) of the process,
     from ``os.wait4`` (the kernel's accounting of that child)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
-        p = subprocess.Popen(cmd, stdout=out, stderr=err, env={**os.environ, **(env or {})})
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, env={**os.environ, **(env or {})}, cwd=cwd)
         _, status, ru = os.wait4(p.pid, 0)
         wall = time.perf_counter() - t0
         p.returncode = os.waitstatus_to_exitcode(status)
@@ -135,7 +135,8 @@ def main() -> int:
                 freq = max(1, round((probe(str(clip)).fps or a.fps) / a.fps))   # every freq-th frame: ~--fps
                 for det in ("haar", "mtcnn"):
                     r = timed([a.fer_python, "-c", FER_SCRIPT, str(clip), str(freq), det, str(tmp / "fer")],
-                              env={"CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"})
+                              env={"CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"},
+                              cwd=tmp)    # fer writes data.csv into its working directory
                     if r["code"] == 0:
                         r["in_process_s"] = json.loads(r["stdout"].strip().splitlines()[-1])["wall_s"]
                     res["fer Haar" if det == "haar" else "fer MTCNN"].append(r)

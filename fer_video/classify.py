@@ -165,21 +165,6 @@ class EmotionClassifier:
         """Probabilities (N x C) for the N face boxes of one RGB frame."""
         return self.predict_crops([self.crop(image, b) for b in boxes])
 
-    def predict_frames(self, items: Sequence[tuple[np.ndarray, Sequence[Sequence[float]]]]
-                       ) -> list[np.ndarray]:
-        """Batched across frames: ``[(image, boxes), ...]`` -> one (N_i x C) array per frame."""
-        crops, counts = [], []
-        for image, boxes in items:
-            boxes = list(boxes)
-            crops.extend(self.crop(image, b) for b in boxes)
-            counts.append(len(boxes))
-        probs = self.predict_crops(crops)
-        out, k = [], 0
-        for c in counts:
-            out.append(probs[k:k + c])
-            k += c
-        return out
-
     def info(self) -> dict[str, Any]:
         """What the report JSON records about the model."""
         c = self.config

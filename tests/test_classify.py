@@ -60,11 +60,13 @@ def test_crop_is_preprocess_crop_face(clf, frame):
 
 
 def test_batched_across_frames_matches_single(clf, frame):
+    """analyze batches crops of several frames in one predict_crops call: the same rows."""
     other = frame[::-1].copy()
-    per_frame = clf.predict_frames([(frame, BOXES[:3]), (other, []), (other, BOXES[1:])])
-    assert [p.shape[0] for p in per_frame] == [3, 0, 3]
-    np.testing.assert_allclose(per_frame[0], clf.predict(frame, BOXES[:3]), atol=1e-5)
-    np.testing.assert_allclose(per_frame[2], clf.predict(other, BOXES[1:]), atol=1e-5)
+    crops = [clf.crop(frame, b) for b in BOXES[:3]] + [clf.crop(other, b) for b in BOXES[1:]]
+    together = clf.predict_crops(crops)
+    assert together.shape[0] == 6
+    np.testing.assert_allclose(together[:3], clf.predict(frame, BOXES[:3]), atol=1e-5)
+    np.testing.assert_allclose(together[3:], clf.predict(other, BOXES[1:]), atol=1e-5)
 
 
 def test_batches_of_batch_size_under_inference_mode(clf, frame):
