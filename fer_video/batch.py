@@ -24,17 +24,9 @@ from typing import Optional, Sequence
 
 from .atomic import visible_text
 from .errors import EXIT_INPUT_FAILED, EXIT_INTERRUPTED, EXIT_OK, SetupError, UsageError
+from .media import IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, VIDEO_EXTENSIONS  # noqa: F401  (re-exported)
 from .report_folder import MAX_STEM_BYTES, report_stem  # noqa: F401  (re-exported)
 from .settings import Settings
-
-VIDEO_EXTENSIONS = frozenset({
-    ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".flv", ".wmv", ".mpg", ".mpeg", ".ts",
-    ".mts", ".m2ts", ".3gp", ".3g2", ".ogv", ".mxf", ".vob", ".asf", ".f4v", ".dv", ".y4m",
-})
-IMAGE_EXTENSIONS = frozenset({
-    ".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif",
-})
-MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS
 
 
 def _subdir(rel: Path) -> str:

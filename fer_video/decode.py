@@ -23,9 +23,9 @@ from typing import Iterator, Optional
 import numpy as np
 
 from .errors import InputError
+from .media import IMAGE_EXTENSIONS  # stills go to Pillow, the rest to FFmpeg (one table)
 from .records import SampledFrame, VideoInfo
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 # Pillow format name -> the FFmpeg codec name, so stills and videos name codecs alike.
 _PIL_CODECS = {"JPEG": "mjpeg", "MPO": "mjpeg", "PNG": "png", "BMP": "bmp", "WEBP": "webp",
                "TIFF": "tiff", "GIF": "gif", "PPM": "ppm"}
