@@ -22,6 +22,7 @@ import pandas as pd
 from markupsafe import Markup, escape
 
 from .atomic import atomic_write_text, visible_text
+from .labels import canonical_emotion
 from .records import FacePrediction, FaceSummary, VideoInfo
 
 REPORT_SCHEMA_VERSION = 1
@@ -208,21 +209,18 @@ _KNOWN_COLORS = {
     "angry": "#d62728", "disgust": "#5a9e32", "fear": "#8c4fc4", "happy": "#f2b100",
     "sad": "#2f6fd0", "surprise": "#f27c1c", "neutral": "#8e9aaf", "contempt": "#17a3b8",
 }
-_SYNONYMS = {"anger": "angry", "happiness": "happy", "happy_face": "happy", "sadness": "sad",
-             "surprised": "surprise", "fearful": "fear", "scared": "fear",
-             "disgusted": "disgust", "calm": "neutral"}
 _FALLBACK = ["#e377c2", "#17becf", "#bcbd22", "#7f3c8d", "#11a579", "#3969ac", "#f2b701",
              "#e73f74", "#80ba5a", "#e68310", "#008695", "#cf1c90"]
 
 
 def emotion_colors(classes: Iterable[str]) -> dict[str, str]:
-    """A fixed colour per class: well-known emotion names get their usual colour."""
+    """A fixed colour per class: well-known emotion names, in any spelling
+    :func:`fer_video.labels.canonical_emotion` knows, get their usual colour."""
     out: dict[str, str] = {}
     used: set[str] = set()
     rest = []
     for c in classes:
-        key = str(c).strip().lower()
-        key = _SYNONYMS.get(key, key)
+        key = canonical_emotion(c)
         if key in _KNOWN_COLORS and _KNOWN_COLORS[key] not in used:
             out[c] = _KNOWN_COLORS[key]
             used.add(out[c])

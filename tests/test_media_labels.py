@@ -9,9 +9,12 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 from PIL import Image
 
 from fer_video import batch, decode, media
+from fer_video.labels import EMOTION_SYNONYMS, canonical_emotion
+from fer_video.report import emotion_colors
 
 PKG = Path(__file__).resolve().parents[1] / "fer_video"
 
@@ -36,7 +39,7 @@ def test_one_extension_table_used_by_discovery_and_the_decoder():
     assert batch.MEDIA_EXTENSIONS is media.MEDIA_EXTENSIONS
     assert batch.IMAGE_EXTENSIONS is media.IMAGE_EXTENSIONS is decode.IMAGE_EXTENSIONS
     assert set(PIL_FORMATS) == media.IMAGE_EXTENSIONS      # this test writes every one
-    assert _imports("media") == {"__future__"}
+    assert _imports("media") == {"__future__"} and _imports("labels") == {"__future__"}
 
 
 def _write_image(path: Path, ext: str) -> None:
@@ -86,3 +89,22 @@ def test_discovery_and_the_decoder_agree_on_every_extension(tmp_path):
         else:
             assert not info.is_image, (ext, info)
             assert len(frames) == 4, (ext, len(frames))
+
+
+@pytest.mark.parametrize("spelling, name", [
+    ("Anger", "angry"), (" happiness ", "happy"), ("JOY", "happy"), ("happy_face", "happy"),
+    ("scared", "fear"), ("Fearful", "fear"), ("disgusted", "disgust"), ("sadness", "sad"),
+    ("surprised", "surprise"), ("contempt", "contempt"), ("Neutral", "neutral"),
+    ("calm", "calm"), ("Other Thing", "other thing")])
+def test_one_emotion_spelling_table(spelling, name):
+    assert canonical_emotion(spelling) == name
+
+
+def test_the_table_maps_each_name_to_itself_and_the_report_colours_follow_it():
+    names = set(EMOTION_SYNONYMS.values())
+    assert names == {"angry", "contempt", "disgust", "fear", "happy", "neutral", "sad", "surprise"}
+    assert all(EMOTION_SYNONYMS[n] == n for n in names)
+    assert all(k == k.strip().lower() for k in EMOTION_SYNONYMS)
+    usual = emotion_colors(sorted(names))
+    for spelling, name in EMOTION_SYNONYMS.items():
+        assert emotion_colors([spelling.title()])[spelling.title()] == usual[name], spelling
