@@ -123,6 +123,19 @@ def _assign_subdirs(found: list[tuple[str, str, str]]) -> list[Job]:
     return jobs
 
 
+def batch_root(paths: Sequence[str | os.PathLike]) -> Optional[str]:
+    """The folder ``index.html`` lists the inputs relative to (and names in its header):
+    a folder argument itself, a file argument's folder; for several arguments the deepest
+    folder holding them all. Absolute, lexical (symbolic links are not resolved); None
+    when the arguments have no folder in common (different drives on Windows)."""
+    folders = [os.path.abspath(a) if os.path.isdir(a) else os.path.dirname(os.path.abspath(a))
+               for a in paths]
+    try:
+        return os.path.commonpath(folders) if folders else None
+    except ValueError:
+        return None
+
+
 def check_out_root(out_root: str | os.PathLike, is_batch: bool) -> None:
     """Refuse, before anything is analysed, an output root that cannot take the reports.
 
@@ -228,7 +241,8 @@ def run_batch(paths: Sequence[str | os.PathLike], settings: Settings, *,
             return run_parallel(todo, out_root, settings, workers=workers, **kw)
     if runner is not None:
         return _run_parallel(runner, todo, out_root, settings, timeout=timeout,
-                             overwrite=overwrite, is_batch=is_batch, quiet=quiet,
+                             overwrite=overwrite, is_batch=is_batch, root=batch_root(paths),
+                             quiet=quiet,
                              show_bars=show_bars, err=err, out=out, note=note)
 
     from .threads import plan_threads
@@ -269,7 +283,7 @@ def run_batch(paths: Sequence[str | os.PathLike], settings: Settings, *,
         return EXIT_INTERRUPTED
 
     if is_batch:
-        write_batch_index(out_root, rows)
+        write_batch_index(out_root, rows, root=batch_root(paths))
     if not quiet:
         print_summary(out, rows, skipped, out_root, is_batch)
     return EXIT_OK if all(r.status == "ok" for r in rows) else EXIT_INPUT_FAILED
@@ -285,7 +299,8 @@ def _progress_bars(console):
 
 
 def _run_parallel(runner, todo, out_root: Path, settings: Settings, *,
-                  timeout: Optional[float], overwrite: bool, is_batch: bool, quiet: bool,
+                  timeout: Optional[float], overwrite: bool, is_batch: bool,
+                  root: Optional[str], quiet: bool,
                   show_bars: bool, err, out, note) -> int:
     """``run_batch`` through an executor (``runner``: worker processes or Ray): one progress
     bar for the batch, reports in input order."""
@@ -321,15 +336,16 @@ def _run_parallel(runner, todo, out_root: Path, settings: Settings, *,
     rows = [r for r, _ in results]
     skipped = [s for _, s in results]
     if is_batch:
-        write_batch_index(out_root, rows)
+        write_batch_index(out_root, rows, root=root)
     if not quiet:
         print_summary(out, rows, skipped, out_root, is_batch)
     return EXIT_OK if all(r.status == "ok" for r in rows) else EXIT_INPUT_FAILED
 
 
-def write_batch_index(out_root: str | os.PathLike, rows) -> None:
+def write_batch_index(out_root: str | os.PathLike, rows, root: Optional[str] = None) -> None:
     """summary.csv and index.html at the output root, each written atomically; an OSError
-    (disk full, the folder removed meanwhile) is a one-line ``SetupError``."""
+    (disk full, the folder removed meanwhile) is a one-line ``SetupError``. ``root``
+    (:func:`batch_root`): index.html lists the inputs relative to it."""
     from . import report
     from .atomic import atomic_path
 
@@ -339,7 +355,7 @@ def write_batch_index(out_root: str | os.PathLike, rows) -> None:
         with atomic_path(out_root / "summary.csv") as tmp:
             report.write_summary_csv(tmp, rows)
         with atomic_path(out_root / "index.html") as tmp:
-            report.write_index_html(tmp, rows)
+            report.write_index_html(tmp, rows, root=root)
     except OSError as exc:    # checked before the run; this is a disk filling up meanwhile
         raise SetupError(f"cannot write the summary in {out_root}: "
                          f"{exc.strerror or type(exc).__name__}") from None

@@ -10,6 +10,7 @@ import base64
 import json
 import math
 import os
+import re
 import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -407,6 +408,22 @@ def share_svg(mean_probs: dict[str, float], colors: dict[str, str], label: str =
 
 # ------------------------------------------------------------------ HTML helpers
 
+# Characters that would make a name read as another one, or not show at all: the C0 and
+# C1 controls (a line feed, an escape, ...), DEL, and the bidirectional marks, embeddings,
+# overrides and isolates (U+202E RIGHT-TO-LEFT OVERRIDE shows "evil\u202egnp.mp4" as
+# "evil4pm.png"), and the line and paragraph separators.
+_HIDDEN_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029"
+                           "\u202a-\u202e\u2066-\u2069]")
+
+
+def display_text(text: str) -> str:
+    """``text`` as an HTML page shows a name: :func:`fer_video.atomic.visible_text` (an
+    undecodable byte as ``\\xNN``), and each control, bidirectional-formatting or
+    line-separator character as a visible ``⟨U+XXXX⟩`` (``evil⟨U+202E⟩gnp.mp4``), so that
+    what is shown is the name's characters in their order. Other text is unchanged."""
+    return _HIDDEN_CHARS.sub(lambda m: f"⟨U+{ord(m.group()):04X}⟩", visible_text(text))
+
+
 _env: Optional[jinja2.Environment] = None
 
 
@@ -510,9 +527,11 @@ def write_html(path: str | os.PathLike, *, info: VideoInfo, faces: list[FaceSumm
                                label=f"Mean emotion probabilities for face {face.face_id}"),
             "top": [(c, v) for c, v in ranked[:3] if v >= 0.005],
         })
+    name = Path(str(info.path)).name or str(info.path)
+    shown_path = display_text(str(info.path))
     info = dataclasses.replace(info, path=visible_text(str(info.path)))
     html = _environment().get_template("report.html.j2").render(
-        title=Path(str(info.path)).name or str(info.path),
+        title=display_text(name), shown_path=shown_path,
         info=info, cards=cards, classes=classes, colors=colors, still=still,
         n_samples=len(frames), settings_rows=_flat(dict(settings)),
         model_rows=_flat({k: v for k, v in dict(model).items()}), model=model,
@@ -551,20 +570,41 @@ def write_summary_csv(path: str | os.PathLike, rows: list[SummaryRow]) -> None:
     atomic_write_text(path, "".join(lines))
 
 
-def write_index_html(path: str | os.PathLike, rows: list[SummaryRow]) -> None:
-    """``index.html`` linking every per-video report, with status and reason."""
+def shown_name(path: str, root: str | None) -> str:
+    """``path`` as ``index.html`` lists it: relative to the batch folder ``root`` when it
+    lies under it (``sub/dir/clip.mp4``), else as given. Lexical: ``..`` is resolved,
+    symbolic links are not."""
+    if not root:
+        return path
+    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
+    return path if rel == os.pardir or rel.startswith(os.pardir + os.sep) else rel
+
+
+def write_index_html(path: str | os.PathLike, rows: list[SummaryRow],
+                     root: str | os.PathLike | None = None) -> None:
+    """``index.html`` linking every per-video report, with status and reason.
+
+    Each input is listed relative to ``root`` (:func:`shown_name`; the batch folder, named
+    in the page's header) and as :func:`display_text` shows it; the full path as given is
+    its tooltip. The link is to the report's own bytes (``%E2%80%AE`` for U+202E, ``%FF``
+    for an undecodable byte), whatever the text shows.
+    """
+    root = os.fspath(root) if root is not None else None
     items = []
     for r in rows:
         d = asdict(r)
         # the link takes the name's own bytes (%FF for an undecodable one), the text \xFF
         d["href"] = quote(os.fsencode(r.report.replace(os.sep, "/")), safe="/") if r.report else ""
+        name = display_text(shown_name(r.input, root).replace(os.sep, "/"))
+        d["name_parts"] = name.split("/")      # a line may break after each "/"
         for k in ("input", "reason", "report"):
-            d[k] = visible_text(d[k] or "")
+            d[k] = display_text(d[k] or "")
         d["dominant_list"] = [tuple(x.split(":", 1)) if ":" in x else ("", x)
                               for x in r.dominant.split(";") if x]
         items.append(d)
     n_ok = sum(r.status == "ok" for r in rows)
     html = _environment().get_template("index.html.j2").render(
         rows=items, n_ok=n_ok, n_failed=len(rows) - n_ok,
+        root=display_text(os.path.abspath(root)) if root else "",
         colors=emotion_colors(sorted({e for it in items for _, e in it["dominant_list"]})))
     atomic_write_text(path, html)

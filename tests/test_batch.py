@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fer_video.batch import discover, run_batch
+from fer_video.batch import batch_root, discover, run_batch
 from fer_video.errors import UsageError
 
 from conftest import REPO, assert_no_traceback, output_files
@@ -155,6 +155,22 @@ def test_progress_bars_and_summary_table(samples, settings_for, tmp_path, capsys
     assert "inputs" in err                                   # the folder bar
     assert "fer-video summary" in out and "no face" in out and "1:" in out
     assert (tmp_path / "summary.csv").is_file() and (tmp_path / "index.html").is_file()
+    index = (tmp_path / "index.html").read_text(encoding="utf-8")   # names relative to samples/
+    assert f'title="{samples / "pyfeat_no_face.mp4"}"><a href="pyfeat_no_face/pyfeat_no_face.html">' \
+           f"pyfeat_no_face.mp4</a>" in index and f'<span class="root">{samples}</span>' in index
+
+
+def test_batch_root_is_the_folder_the_index_lists_inputs_from(tmp_path, monkeypatch):
+    """A folder argument itself, a file argument's folder; several: their deepest common
+    folder; absolute, without resolving links."""
+    touch(tmp_path, "a/x.mp4", "a/b/y.mp4", "c/z.mp4")
+    monkeypatch.chdir(tmp_path)
+    assert batch_root(["a"]) == str(tmp_path / "a")
+    assert batch_root(["a/x.mp4"]) == str(tmp_path / "a")
+    assert batch_root(["a/b", "a/x.mp4"]) == str(tmp_path / "a")
+    assert batch_root(["a", "c/z.mp4"]) == str(tmp_path)
+    os.symlink(tmp_path / "a", tmp_path / "link")
+    assert batch_root(["link"]) == str(tmp_path / "link")
 
 
 def _odd_entries(d: Path) -> None:

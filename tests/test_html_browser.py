@@ -158,3 +158,64 @@ def test_report_renders_offline_with_charts_and_thumbnails(browser, report, tmp_
         assert near > 0.02, f"{name} colour {colors[name]} covers only {near:.1%} of the chart"
     if os.environ.get("FER_VIDEO_KEEP_SCREENSHOT"):
         shutil.copy(shot, os.environ["FER_VIDEO_KEEP_SCREENSHOT"])
+
+
+def _index(tmp_path: Path) -> tuple[Path, list[str]]:
+    """index.html of a batch rooted at ``tmp_path/in`` with a 250-character name, one 30
+    folders deep, a name with a right-to-left override, a failed one and a plain one."""
+    from fer_video.report import SummaryRow, write_index_html
+
+    root = tmp_path / "in"
+    deep = "/".join(f"folder_{k:02d}_with_a_longish_name" for k in range(30))
+    rels = ["L" * 246 + ".mp4", f"{deep}/clip.mp4", "evil\u202egnp.mp4", "plain.mp4"]
+    rows = [SummaryRow(input=str(root / rel), status="ok", duration_s=12.5, n_faces=2,
+                       dominant="1:happy;2:neutral", report=f"{Path(rel).stem}/x.html", wall_s=3.0)
+            for rel in rels]
+    rows.insert(3, SummaryRow(input=str(root / ("F" * 200 + ".mov")), status="failed",
+                              reason="corrupt QuickTime container: " + "x" * 300, wall_s=0.1))
+    path = tmp_path / "out" / "index.html"
+    write_index_html(path, rows, root=root)
+    return path, rels
+
+
+_MEASURE = """() => {
+    const vw = document.documentElement.clientWidth;
+    const rows = [...document.querySelectorAll('table.inputs tbody tr')].map(tr => {
+        const cells = [...tr.cells].map(td => td.getBoundingClientRect());
+        return {name: tr.cells[0].textContent, href: tr.querySelector('a') ?
+                    tr.querySelector('a').getAttribute('href') : null,
+                state_right: cells[1].right, last_right: cells[cells.length - 1].right,
+                state_width: cells[1].width};
+    });
+    return {vw, scroll: document.documentElement.scrollWidth, rows};
+}"""
+
+
+def test_index_keeps_status_columns_on_a_1280px_screen_and_shows_bidi_visibly(browser, tmp_path):
+    """With a 250-character name, a deep folder and a right-to-left override among the
+    inputs, every row's status (and last) column ends inside a 1280-px viewport, the page
+    does not scroll sideways, names are relative to the batch folder, and the bidi name
+    shows its override as ⟨U+202E⟩ (the link keeps the real bytes). Without the wrapping
+    rules the same page would push the status column off the screen (the control)."""
+    path, rels = _index(tmp_path)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(path.as_uri(), wait_until="load")
+    got = page.evaluate(_MEASURE)
+    assert got["vw"] == 1280 and got["scroll"] <= got["vw"], got["scroll"]
+    for row in got["rows"]:
+        assert row["state_right"] <= got["vw"] and row["last_right"] <= got["vw"], row
+        assert row["state_width"] >= 60, row              # the status text fits, unsqueezed
+    names = [r["name"] for r in got["rows"]]
+    assert names[0] == rels[0] and names[1] == rels[1]   # relative to the batch folder
+    assert not any(str(tmp_path) in n for n in names)
+    bidi = got["rows"][2]
+    assert bidi["name"] == "evil⟨U+202E⟩gnp.mp4" and "\u202e" not in bidi["name"]
+    assert bidi["href"] == "evil%E2%80%AEgnp/x.html"
+    header = page.locator("header").inner_text()
+    assert str(tmp_path / "in") in header
+    # the control: the same page with the names' wrapping rules undone overflows
+    page.add_style_tag(content="table.inputs td.name { overflow-wrap: normal !important;"
+                               " word-break: normal !important; }")
+    worse = page.evaluate(_MEASURE)
+    page.close()
+    assert max(r["state_right"] for r in worse["rows"]) > worse["vw"]

@@ -9,8 +9,8 @@ import pytest
 
 from fer_video.records import FacePrediction, FaceSummary, Segment, VideoInfo
 from fer_video.report import (MAX_CHART_POINTS, SUMMARY_COLUMNS, SummaryRow, build_report_json,
-                              csv_text, emotion_colors, format_label, frames_dataframe,
-                              write_frames_csv, write_html, write_index_html, write_json,
+                              csv_text, display_text, emotion_colors, format_label,
+                              frames_dataframe, shown_name, write_frames_csv, write_html, write_index_html, write_json,
                               write_summary_csv)
 
 CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
@@ -43,7 +43,7 @@ def summary(face_id=1, emotion="happy"):
 
 
 class TagBalance(HTMLParser):
-    VOID = {"meta", "img", "br", "hr", "input", "link", "rect", "line", "path", "stop"}
+    VOID = {"meta", "img", "br", "wbr", "hr", "input", "link", "rect", "line", "path", "stop"}
 
     def __init__(self):
         super().__init__()
@@ -194,6 +194,32 @@ def test_html_escapes_nasty_filename(tmp_path):
     assert html.count(f'fill="{happy}"') >= 2
 
 
+BIDI_AND_CONTROLS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c" \
+    "\x00\x01\t\n\r\x1b\x7f\x80\x85\x9f\u2028\u2029"
+
+
+def test_display_text_shows_controls_and_bidi_characters_as_visible_escapes():
+    assert display_text("evil\u202egnp.mp4") == "evil⟨U+202E⟩gnp.mp4"
+    assert display_text("a\nb\tc.mp4") == "a⟨U+000A⟩b⟨U+0009⟩c.mp4"
+    shown = display_text("x" + BIDI_AND_CONTROLS + "y")
+    assert shown == "x" + "".join(f"⟨U+{ord(c):04X}⟩" for c in BIDI_AND_CONTROLS) + "y"
+    assert shown.isprintable()
+    assert display_text("clip_\udcff.mp4") == "clip_\\xff.mp4"      # an undecodable byte
+    for plain in ("plain.mp4", "caf\u00e9 \u65e5\u672c \u0645\u0644\u0641.mp4", "\u00a0 nbsp"):
+        assert display_text(plain) == plain
+
+
+def test_report_page_shows_a_bidi_name_visibly_in_title_heading_and_path(tmp_path):
+    html = render(tmp_path, faces=[summary(1)], preds=predictions(faces=(1,)),
+                  path="/v/sub\u2067dir/evil\u202egnp\n.mp4")
+    assert "\u202e" not in html and "\u2067" not in html
+    title = re.search(r"<title>(.*?)</title>", html, re.S).group(1)
+    h1 = re.search(r"<h1>(.*?)</h1>", html, re.S).group(1)
+    assert title.startswith("evil⟨U+202E⟩gnp⟨U+000A⟩.mp4 ") and h1 == "evil⟨U+202E⟩gnp⟨U+000A⟩.mp4"
+    assert '<p class="path">/v/sub⟨U+2067⟩dir/evil⟨U+202E⟩gnp⟨U+000A⟩.mp4</p>' in html
+    assert ">h264 / MP4<" in html
+
+
 def test_format_label_names_the_family_member():
     mp4_family = "mov,mp4,m4a,3gp,3g2,mj2"
     assert format_label(mp4_family, "/v/clip.mp4") == "MP4"
@@ -333,3 +359,33 @@ def test_emotion_colors_distinct_and_stable():
     assert len(set(c.values())) == len(CLASSES)
     assert emotion_colors(["happy", "x"])["happy"] == c["happy"]
     assert len(set(emotion_colors([f"c{i}" for i in range(12)]).values())) == 12
+
+
+def test_index_html_lists_names_relative_to_the_batch_folder_and_visibly(tmp_path):
+    root = tmp_path / "in"
+    inputs = [root / "a" / "b" / "clip.mp4", root / "evil\u202egnp.mp4", tmp_path / "elsewhere.mp4",
+              root / "clip_\udcff.mp4"]
+    rows = [SummaryRow(input=str(p), status="ok", n_faces=0, report=f"r{k}/r{k}.html")
+            for k, p in enumerate(inputs)]
+    rows[1].report = "evil\u202egnp/evil\u202egnp.html"
+    path = tmp_path / "index.html"
+    write_index_html(path, rows, root=root)
+    html = path.read_text(encoding="utf-8")
+    p = parse(html)
+    assert "\u202e" not in html
+    cells = re.findall(r'<td class="name" title="([^"]*)">(.*?)</td>', html)
+    shown = [re.sub(r"<[^>]+>", "", c) for _, c in cells]
+    assert shown == ["a/b/clip.mp4", "evil⟨U+202E⟩gnp.mp4", str(tmp_path / "elsewhere.mp4"),
+                     "clip_\\xff.mp4"]
+    assert "a/<wbr>b/<wbr>clip.mp4" in cells[0][1]          # a line may break at each "/"
+    assert cells[1][0] == str(root) + "/evil⟨U+202E⟩gnp.mp4"   # the tooltip: the full path
+    links = [a["href"] for t, a in p.tags if t == "a"]
+    assert links[1] == "evil%E2%80%AEgnp/evil%E2%80%AEgnp.html"
+    assert f'names relative to <span class="root">{root}</span>' in html
+
+
+def test_shown_name_is_relative_only_under_the_root(tmp_path):
+    assert shown_name("/data/in/sub/x.mp4", "/data/in") == "sub/x.mp4"
+    assert shown_name("/data/in/../other/x.mp4", "/data/in") == "/data/in/../other/x.mp4"
+    assert shown_name("/data/inx/x.mp4", "/data/in") == "/data/inx/x.mp4"
+    assert shown_name("x.mp4", None) == "x.mp4"
