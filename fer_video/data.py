@@ -28,32 +28,23 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UsageError
+# One table each for the whole package: image extensions (fer_video/media.py) and the
+# folder/label spellings seen in public FER datasets -> our class names (fer_video/labels.py).
+from .labels import canonical_emotion as canonical
+from .media import IMAGE_EXTENSIONS
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm"}
 FER2013_CLASSES = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 # The Kaggle fer2013.csv codes its `emotion` column in its own order
 # (0=Angry, 1=Disgust, 2=Fear, 3=Happy, 4=Sad, 5=Surprise, 6=Neutral), not ours.
 KAGGLE_EMOTION_CODES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 _KAGGLE_TO_LABEL = {str(code): FER2013_CLASSES.index(name) for code, name in enumerate(KAGGLE_EMOTION_CODES)}
 
-# Folder/label spellings seen in public FER datasets -> the names our models use.
-CANONICAL = {
-    "anger": "angry", "angry": "angry", "contempt": "contempt", "disgust": "disgust",
-    "disgusted": "disgust", "fear": "fear", "fearful": "fear", "happy": "happy",
-    "happiness": "happy", "joy": "happy", "neutral": "neutral", "sad": "sad",
-    "sadness": "sad", "surprise": "surprise", "surprised": "surprise",
-}
-
-
 # Where the faces sit in FER2013's 48x48 images, as the project's detector sees them
-# (bench/face_frame.py: MTCNN on 300 train images upsampled 3x, 251 found): eye midpoint at
-# (0.499, 0.384), eye-to-mouth-midpoint distance 0.403 (sd 0.066) of the side, roll -0.6 deg
-# (sd 8.8). The model's aligned crops use this frame, so FER2013 needs no re-framing.
+# (bench/face_frame.py: MTCNN on 400 train images upsampled 3x, 340 found): eye midpoint at
+# (0.497, 0.381), eye-to-mouth-midpoint distance 0.403 (sd 0.065) of the side, roll -0.7 deg
+# (sd 8.9). The model's aligned crops use this frame, so FER2013 needs no re-framing.
 FER2013_FRAME = {"method": "eyes_mouth", "eye_x": 0.5, "eye_y": 0.385, "em": 0.40}
 
-
-def canonical(name: str) -> str:
-    return CANONICAL.get(name.strip().lower(), name.strip().lower())
 
 
 @dataclass
