@@ -2,6 +2,11 @@
 
 ``FaceDetector.detect(images)`` returns every face in every frame as ``Detection`` records
 (boxes and 5 landmarks in full-frame pixels, O-net confidence as ``score``).
+``FaceDetector.detect_near(image, boxes)`` runs the same cascade only on small regions
+around given boxes (track-guided detection between keyframes; ``Keyframes`` says which
+frames are keyframes: every N-th, the first, after a shot cut or a lost track). Measured
+(bench/roi_detection.py, busy 2-core machine, CPU ms per sampled frame at 5 fps):
+WolfgangLanger 640x360 39 -> 35 (N=5), KatieHill 512x512 54 -> 34, crowd 1080p 280 -> 159.
 
 The cascade is facenet-pytorch 2.6.0's ``detect_face`` (same networks and weights, same
 thresholds, box regression and NMS steps; facenet-pytorch is MIT-licensed, (c) Tim
@@ -38,12 +43,12 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from .errors import SetupError
-from .records import Detection
+from .records import Detection, DetectionStats
 
 INSTALL_HINT = "pip install --no-deps facenet-pytorch==2.6.0"
 
@@ -52,6 +57,9 @@ _STAGE_THRESHOLDS = (0.6, 0.7)   # P-net and R-net thresholds (facenet-pytorch d
 _PNET_CHUNK_PIXELS = 1_000_000   # pixels per P-net call for big levels (see _cascade)
 _NET_CHUNK = 512                 # crops per R/O-net call, to bound memory in crowds
 _NET_BUCKET = 64                 # R/O-net batches are padded to a multiple of this (flat memory)
+_ROI_BUCKET = 16                 # ... in detect_near, where a few faces give tens of candidates
+ROI_REGION = 3.0                 # detect_near searches a square this many times a box's side
+_ROI_LEVELS = (8.0, 32.0)        # ... on the pyramid levels where that side is 8-32 px
 
 
 def weights_dir() -> Path:
@@ -148,6 +156,83 @@ class FaceDetector:
             i = j
         return results
 
+    def detect_near(self, image: np.ndarray,
+                    boxes: Sequence[tuple[float, float, float, float]]) -> list[Detection]:
+        """Faces in ``image`` near the given boxes (e.g. the tracks' predicted boxes), strongest
+        first: the cascade on small regions, for track-guided detection between keyframes.
+
+        Around each box, a square region ``ROI_REGION`` times its side is searched: P-net
+        runs on that window of the pyramid levels where a face of about the box's size can
+        be found (``_ROI_LEVELS``), and its candidates go through R-net and O-net exactly as
+        in :meth:`detect` (the same levels, crops, thresholds, regression and NMS; P-net's
+        output cells inside a window are those of the whole level), so a face inside a
+        region comes out with the box full-frame detection gives it. A face outside every
+        region is not looked for. No box: no face.
+        """
+        torch = self._torch
+        if len(boxes) == 0:
+            return []
+        h, w = image.shape[:2]
+        with torch.inference_mode():
+            batch, hd, wd, scale = self._to_u8_batch([image])
+            min_face_det = max(float(_PNET_CELL), self.min_face * scale)
+            found = self._near(batch, hd, wd, min_face_det,
+                               np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * scale)
+        return _to_detections(*found, scale, h, w, 1, self.min_face)[0]
+
+    def _near(self, batch_u8, h: int, w: int, min_face: float, boxes: np.ndarray):
+        """:meth:`detect_near` at detection scale: boxes Kx4 in the batch's pixels."""
+        torch = self._torch
+        empty = (np.zeros((0, 5)), np.zeros((0,), dtype=np.int64), np.zeros((0, 5, 2)))
+        levels: dict[int, Any] = {}       # pyramid levels made so far, by index
+
+        def level(i: int, size: tuple[int, int]):
+            if i not in levels:
+                levels[i] = _normalise(_resize_u8(batch_u8, size)).contiguous()
+            return levels[i]
+
+        scales = self._pyramid_scales(h, w, min_face)
+        sizes = [(int(h * s + 1), int(w * s + 1)) for s in scales]
+        side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+        all_boxes = []
+        for i, (s, size) in enumerate(zip(scales, sizes)):
+            for k in np.flatnonzero((side * s >= _ROI_LEVELS[0]) & (side * s <= _ROI_LEVELS[1])):
+                half = ROI_REGION * side[k] * s / 2          # in this level's pixels
+                # even offsets: P-net's stride-2 cells then fall where the whole level's do
+                x0 = max(0, int((cx[k] * s - half) // 2) * 2)
+                y0 = max(0, int((cy[k] * s - half) // 2) * 2)
+                x1, y1 = min(size[1], int(cx[k] * s + half) + 1), min(size[0], int(cy[k] * s + half) + 1)
+                if x1 - x0 < _PNET_CELL or y1 - y0 < _PNET_CELL:
+                    continue
+                window = level(i, size)[:, :, y0:y1, x0:x1].contiguous(
+                    memory_format=torch.channels_last)
+                reg, prob = self._pnet(window)
+                found, inds = _generate_boxes(reg, prob[:, 1], s, _STAGE_THRESHOLDS[0],
+                                              offset=(x0 // 2, y0 // 2))
+                if len(found):
+                    all_boxes.append(found)
+        if not all_boxes:
+            return empty
+        # The same candidate can come from two overlapping regions: NMS as per level, then
+        # across levels, as the full cascade does.
+        cand = torch.cat(all_boxes)
+        inds = torch.zeros(len(cand), dtype=torch.long, device=cand.device)
+        keep = _batched_nms(cand[:, :4], cand[:, 4], inds, 0.5)
+        cand = cand[keep]
+        keep = _batched_nms(cand[:, :4], cand[:, 4], inds[keep], 0.7)
+        cand = cand[keep]
+        regw, regh = cand[:, 2] - cand[:, 0], cand[:, 3] - cand[:, 1]
+        cand = _square(torch.stack([cand[:, 0] + cand[:, 5] * regw, cand[:, 1] + cand[:, 6] * regh,
+                                    cand[:, 2] + cand[:, 7] * regw, cand[:, 3] + cand[:, 8] * regh,
+                                    cand[:, 4]], dim=1))
+        sources: list = [(sz[1] / w, sz[0] / h, (lambda i=i, sz=sz: level(i, sz)))
+                         for i, sz in enumerate(sizes)]
+        sources.reverse()   # smallest scale first
+        sources.append((1.0, 1.0, lambda: _normalise(batch_u8.contiguous())))
+        return self._refine(sources, cand, torch.zeros(len(cand), dtype=torch.long,
+                                                       device=cand.device), bucket=_ROI_BUCKET)
+
     def detection_scale(self, height: int, width: int) -> float:
         """The factor frames of this size are resized by for detection (<= 1)."""
         if self.max_side and max(height, width) > self.max_side:
@@ -156,45 +241,52 @@ class FaceDetector:
 
     # ------------------------------------------------------------------ cascade
 
-    def _detect_batch(self, frames: Sequence[np.ndarray]) -> list[list[Detection]]:
+    def detect_one(self, image: np.ndarray) -> list[Detection]:
+        """Full-frame detection of one frame (a keyframe of track-guided detection): as
+        ``detect([image])[0]``, with R/O-net batches padded to 16 rows instead of 64 (one
+        640x360 frame: 69 -> ~45 ms CPU; the padding is what a lone frame cannot share)."""
+        return self._detect_batch([image], bucket=_ROI_BUCKET)[0]
+
+    def _detect_batch(self, frames: Sequence[np.ndarray],
+                      bucket: int = _NET_BUCKET) -> list[list[Detection]]:
+        torch = self._torch
+        h, w = frames[0].shape[:2]
+        with torch.inference_mode():
+            batch, hd, wd, scale = self._to_u8_batch(frames)
+            min_face_det = max(float(_PNET_CELL), self.min_face * scale)
+            boxes, image_inds, points = self._cascade(batch, hd, wd, min_face_det, bucket)
+        return _to_detections(boxes, image_inds, points, scale, h, w, len(frames), self.min_face)
+
+    def _to_u8_batch(self, frames: Sequence[np.ndarray]):
+        """(uint8 NCHW channels-last batch at detection scale, its h, w, the scale)."""
         torch = self._torch
         for f in frames:
             if f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8:
                 raise ValueError(f"expected HxWx3 uint8 RGB frames, got {f.dtype} {f.shape}")
         h, w = frames[0].shape[:2]
         scale = self.detection_scale(h, w)
-        with torch.inference_mode():
-            # NHWC uint8 viewed as NCHW: a channels-last tensor, no copy
-            batch = torch.from_numpy(np.stack(frames)).to(self.device).permute(0, 3, 1, 2)
-            if scale < 1.0:
-                hd, wd = max(1, round(h * scale)), max(1, round(w * scale))
-                batch = _resize_u8(batch, (hd, wd))
-            else:
-                hd, wd = h, w
-            min_face_det = max(float(_PNET_CELL), self.min_face * scale)
-            boxes, image_inds, points = self._cascade(batch, hd, wd, min_face_det)
-        out: list[list[Detection]] = [[] for _ in frames]
-        if len(boxes) == 0:
-            return out
-        boxes = boxes.astype(np.float64)
-        points = points.astype(np.float64)
-        boxes[:, :4] /= scale
-        points /= scale
-        for b, k, pts in zip(boxes, image_inds, points):
-            x1, y1, x2, y2, score = (float(v) for v in b)
-            if max(x2 - x1, y2 - y1) < self.min_face:
-                continue
-            x1, x2 = min(max(x1, 0.0), float(w)), min(max(x2, 0.0), float(w))
-            y1, y2 = min(max(y1, 0.0), float(h)), min(max(y2, 0.0), float(h))
-            if x2 - x1 < 1.0 or y2 - y1 < 1.0:
-                continue
-            landmarks = tuple((float(px), float(py)) for px, py in pts)   # may lie outside
-            out[int(k)].append(Detection(box=(x1, y1, x2, y2), score=score, landmarks=landmarks))
-        for dets in out:
-            dets.sort(key=lambda d: -d.score)
-        return out
+        # NHWC uint8 viewed as NCHW: a channels-last tensor, no copy
+        batch = torch.from_numpy(np.stack(frames)).to(self.device).permute(0, 3, 1, 2)
+        if scale < 1.0:
+            hd, wd = max(1, round(h * scale)), max(1, round(w * scale))
+            batch = _resize_u8(batch, (hd, wd))
+        else:
+            hd, wd = h, w
+        return batch, hd, wd, scale
 
-    def _cascade(self, batch_u8, h: int, w: int, min_face: float):
+    def _pyramid_scales(self, h: int, w: int, min_face: float) -> list[float]:
+        """P-net's pyramid scales for an ``h`` x ``w`` detection-scale frame, largest first."""
+        m = _PNET_CELL / min_face
+        minl = min(h, w) * m
+        scales = []
+        s = m
+        while minl >= _PNET_CELL:
+            scales.append(s)
+            s *= self.factor
+            minl *= self.factor
+        return scales
+
+    def _cascade(self, batch_u8, h: int, w: int, min_face: float, bucket: int = _NET_BUCKET):
         """facenet-pytorch's ``detect_face`` on a uint8 NCHW (channels-last) batch.
 
         Returns (boxes Kx5 [x1, y1, x2, y2, score], image index per box, landmarks Kx5x2),
@@ -204,14 +296,7 @@ class FaceDetector:
         empty = (np.zeros((0, 5)), np.zeros((0,), dtype=np.int64), np.zeros((0, 5, 2)))
 
         # Stage 1: P-net over the image pyramid.
-        m = _PNET_CELL / min_face
-        minl = min(h, w) * m
-        scales = []
-        s = m
-        while minl >= _PNET_CELL:
-            scales.append(s)
-            s *= self.factor
-            minl *= self.factor
+        scales = self._pyramid_scales(h, w, min_face)
         n = batch_u8.shape[0]
         all_boxes, all_inds = [], []
         sources = []   # (x scale, y scale, normalised level) for the R/O-net crops
@@ -246,9 +331,18 @@ class FaceDetector:
         # Crops come from the pyramid levels, or from the full frames (made on demand).
         sources.reverse()   # smallest scale first
         sources.append((1.0, 1.0, lambda: _normalise(batch_u8.contiguous())))
+        return self._refine(sources, boxes, image_inds, bucket)
+
+    def _refine(self, sources: list, boxes, image_inds, bucket: int = _NET_BUCKET):
+        """Stages 2 and 3 of the cascade on square candidate ``boxes`` (Kx5, the batch's
+        pixels, facenet-pytorch's convention): R-net, NMS, O-net, NMS. ``sources`` are
+        (x scale, y scale, level or a function making it) smallest scale first, the last
+        one the frames themselves (:meth:`_crops`). Returns what :meth:`_cascade` does."""
+        torch = self._torch
+        empty = (np.zeros((0, 5)), np.zeros((0,), dtype=np.int64), np.zeros((0, 5, 2)))
 
         # Stage 2: R-net on 24x24 crops.
-        reg, prob = self._run(self._rnet, self._crops(sources, boxes, image_inds, 24))
+        reg, prob = self._run(self._rnet, self._crops(sources, boxes, image_inds, 24), bucket)
         score = prob[:, 1]
         ok = score > _STAGE_THRESHOLDS[1]
         boxes = torch.cat([boxes[ok, :4], score[ok].unsqueeze(1)], dim=1)
@@ -260,7 +354,7 @@ class FaceDetector:
         boxes = _square(_regress(boxes, reg))
 
         # Stage 3: O-net on 48x48 crops: final score, box regression, landmarks.
-        reg, marks, prob = self._run(self._onet, self._crops(sources, boxes, image_inds, 48))
+        reg, marks, prob = self._run(self._onet, self._crops(sources, boxes, image_inds, 48), bucket)
         score = prob[:, 1]
         ok = score >= self.threshold
         if not bool(ok.any()):
@@ -306,7 +400,7 @@ class FaceDetector:
             todo &= ~sel
         return out.contiguous(memory_format=torch.channels_last)
 
-    def _run(self, net, x):
+    def _run(self, net, x, bucket: int = _NET_BUCKET):
         """``net(x)`` in chunks, to bound memory when a crowd yields thousands of candidates.
 
         Each chunk is zero-padded to a multiple of ``_NET_BUCKET`` rows: the number of
@@ -319,7 +413,7 @@ class FaceDetector:
         for i in range(0, len(x), _NET_CHUNK):
             chunk = x[i:i + _NET_CHUNK]
             n = len(chunk)
-            padded = -(-n // _NET_BUCKET) * _NET_BUCKET
+            padded = -(-n // bucket) * bucket
             if padded != n:
                 chunk = torch.cat([chunk, chunk.new_zeros((padded - n, *chunk.shape[1:]))])
                 chunk = chunk.contiguous(memory_format=torch.channels_last)
@@ -328,6 +422,33 @@ class FaceDetector:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+def _to_detections(boxes, image_inds, points, scale: float, h: int, w: int, n: int,
+                   min_face: float) -> list[list[Detection]]:
+    """The cascade's output (detection-scale pixels) as ``Detection`` s of each of ``n``
+    frames of ``h`` x ``w`` pixels: mapped back, clipped to the frame, faces smaller than
+    ``min_face`` dropped, strongest first."""
+    out: list[list[Detection]] = [[] for _ in range(n)]
+    if len(boxes) == 0:
+        return out
+    boxes = boxes.astype(np.float64)
+    points = points.astype(np.float64)
+    boxes[:, :4] /= scale
+    points /= scale
+    for b, k, pts in zip(boxes, image_inds, points):
+        x1, y1, x2, y2, score = (float(v) for v in b)
+        if max(x2 - x1, y2 - y1) < min_face:
+            continue
+        x1, x2 = min(max(x1, 0.0), float(w)), min(max(x2, 0.0), float(w))
+        y1, y2 = min(max(y1, 0.0), float(h)), min(max(y2, 0.0), float(h))
+        if x2 - x1 < 1.0 or y2 - y1 < 1.0:
+            continue
+        landmarks = tuple((float(px), float(py)) for px, py in pts)   # may lie outside
+        out[int(k)].append(Detection(box=(x1, y1, x2, y2), score=score, landmarks=landmarks))
+    for dets in out:
+        dets.sort(key=lambda d: -d.score)
+    return out
+
 
 def _resize_u8(batch_u8, size):
     """Antialiased bilinear resize of a uint8 NCHW batch (PyTorch's fast uint8 kernel)."""
@@ -342,9 +463,10 @@ def _normalise(batch_u8):
     return batch_u8.float().mul_(0.0078125).sub_(0.99609375)
 
 
-def _generate_boxes(reg, prob, scale: float, threshold: float):
+def _generate_boxes(reg, prob, scale: float, threshold: float, offset: tuple[int, int] = (0, 0)):
     """P-net's output map -> candidate boxes in frame pixels (facenet-pytorch's
-    ``generateBoundingBox``): rows [x1, y1, x2, y2, score, 4 regressions], image index."""
+    ``generateBoundingBox``): rows [x1, y1, x2, y2, score, 4 regressions], image index.
+    ``offset``: (x, y) of the map's first cell in the whole level's map (a window's)."""
     import torch
     stride, cell = 2, 12
     mask = prob >= threshold
@@ -353,6 +475,8 @@ def _generate_boxes(reg, prob, scale: float, threshold: float):
     score = prob[mask]
     reg = reg.permute(1, 0, 2, 3)[:, mask].permute(1, 0)
     yx = where[:, 1:].to(reg.dtype).flip(1)   # (x, y) of each cell
+    if offset != (0, 0):
+        yx = yx + torch.tensor(offset, dtype=reg.dtype, device=reg.device)
     q1 = ((stride * yx + 1) / scale).floor()
     q2 = ((stride * yx + cell) / scale).floor()
     return torch.cat([q1, q2, score.unsqueeze(1), reg], dim=1), image_inds
@@ -552,4 +676,85 @@ def _max_pool_2x2_ceil(x):
     return torch.maximum(top, bottom, out=top)
 
 
-__all__ = ["FaceDetector", "INSTALL_HINT", "weights_dir"]
+# -- keyframes: when track-guided detection runs the full cascade -------------------------
+
+# A shot cut: the total-variation distance between the 16-bin gray histograms of two
+# consecutive sampled frames (64x36 thumbnails) exceeds this. Measured at 5 fps on the 22
+# shared clips: within a clip at most 0.10 (camera motion, a crowd walking, talking heads);
+# between the last frame of one clip and the first of another (462 pairs) 1% below 0.17,
+# the median ~0.5; the two real cuts in pyfeat_*face*.mov 0.52 and 1.0. A histogram,
+# not a pixel difference: the mean absolute pixel difference reached 29 (of 255) within a
+# clip (liveportrait_d12, a moving head) while 5% of cuts stayed below 38. A missed cut
+# costs little: a track that is not found where it was forces a keyframe next frame.
+SHOT_CUT_DISTANCE = 0.15
+_SIGNATURE_SIZE = (64, 36)
+
+
+def frame_signature(image: np.ndarray) -> np.ndarray:
+    """A frame's 16-bin gray-level histogram (sums to 1), from a 64x36 thumbnail: what
+    :func:`is_shot_cut` compares (~3 ms for a 1080p frame)."""
+    from PIL import Image
+
+    gray = np.asarray(Image.fromarray(image).resize(_SIGNATURE_SIZE, Image.BILINEAR,
+                                                     reducing_gap=2.0).convert("L"))
+    return np.bincount(gray.ravel() // 16, minlength=16) / gray.size
+
+
+def is_shot_cut(before: np.ndarray, after: np.ndarray,
+                threshold: float = SHOT_CUT_DISTANCE) -> bool:
+    """True when two frames' signatures (:func:`frame_signature`) differ by more than
+    ``threshold`` (total-variation distance, 0..1)."""
+    return 0.5 * float(np.abs(before - after).sum()) > threshold
+
+
+class Keyframes:
+    """Which sampled frames get full-frame detection in track-guided detection.
+
+    A frame is a keyframe when it is the first one, when ``every`` sampled frames have
+    passed since the last keyframe (so a face that enters is found within ``every``
+    sampled frames), when it looks unlike the frame before (:func:`is_shot_cut`), or when
+    the frame before lost a track (:meth:`lost`). ``every=1``: every frame. The other
+    frames search only around the live tracks (:meth:`FaceDetector.detect_near`).
+    ``stats`` counts what happened.
+    """
+
+    def __init__(self, every: int):
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be an integer >= 1, not {every!r}")
+        self.every = every
+        self.stats = DetectionStats()
+        self._since = 0                       # sampled frames since the last keyframe
+        self._previous: Optional[np.ndarray] = None
+        self._lost = False
+
+    def is_keyframe(self, image: np.ndarray) -> bool:
+        """Whether this frame (the next sampled one, in order) is a keyframe; counts it."""
+        if self.every == 1:
+            self.stats.keyframes += 1
+            return True
+        signature = frame_signature(image)
+        cut = self._previous is not None and is_shot_cut(self._previous, signature)
+        self._previous = signature
+        key = self._since == 0 or self._since >= self.every     # the first, or every N-th
+        if not key and cut:
+            self.stats.shot_cuts += 1
+        elif not key and self._lost:
+            self.stats.lost_tracks += 1
+        key = key or cut or self._lost
+        self._lost = False
+        if key:
+            self.stats.keyframes += 1
+            self._since = 1
+        else:
+            self.stats.roi_frames += 1
+            self._since += 1
+        return key
+
+    def lost(self) -> None:
+        """A track seen in the frame before was not found in this (region-searched) frame:
+        the next frame is a keyframe."""
+        self._lost = True
+
+
+__all__ = ["FaceDetector", "INSTALL_HINT", "Keyframes", "ROI_REGION", "SHOT_CUT_DISTANCE",
+           "frame_signature", "is_shot_cut", "weights_dir"]

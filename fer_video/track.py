@@ -116,6 +116,19 @@ class FaceTracker:
                                    landmarks=det.landmarks))
         return out
 
+    def predicted_boxes(self, time_s: float) -> dict[int, tuple[float, float, float, float]]:
+        """``face_id`` -> box predicted at ``time_s`` (constant velocity) of every track that
+        is still alive then (silent for at most ``max_gap_s``): where track-guided detection
+        looks for the faces between keyframes."""
+        return {t.face_id: t.predicted(time_s) for t in self._tracks
+                if time_s - t.time_s <= self.max_gap_s + 1e-6}
+
+    def seen_ids(self) -> set[int]:
+        """``face_id`` s of the tracks that got a detection at the latest :meth:`update`."""
+        if self._last_time is None:
+            return set()
+        return {t.face_id for t in self._tracks if t.time_s == self._last_time}
+
     def _cost_matrix(self, time_s: float, boxes) -> np.ndarray:
         pred = np.array([t.predicted(time_s) for t in self._tracks], dtype=np.float64)
         det = np.array(boxes, dtype=np.float64)
