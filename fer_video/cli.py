@@ -146,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--min-track", type=_positive_int, default=None, metavar="N",
                    help="ignore faces seen in fewer than N sampled frames "
                         "(default: 2 for videos, 1 for images)")
+    g.add_argument("--keyframe-every", type=_positive_int, default=5, metavar="N",
+                   help="track-guided detection: the whole frame is searched for faces on every "
+                        "N-th sampled frame (and the first, after a shot cut, when a face is lost); "
+                        "in between only around the faces already found, so a face that enters is "
+                        "found within N sampled frames. 1: search every frame (default: 5)")
     g = a.add_argument_group("model and hardware")
     g.add_argument("--model", metavar="PATH", default=None,
                    help="emotion checkpoint (.safetensors with its .json); default: the packaged model")
@@ -201,7 +206,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                         det_threshold=args.det_threshold, batch_size=args.batch_size,
                         device=args.device, model=args.model,
                         smoothing_window_s=args.smoothing_window_s, min_segment_s=args.min_segment_s,
-                        min_track=args.min_track, tta=args.tta)
+                        min_track=args.min_track, tta=args.tta,
+                        keyframe_every=args.keyframe_every)
     return run_batch(args.paths, settings, out_root=args.out, recursive=args.recursive,
                      overwrite=args.overwrite, quiet=args.quiet, jobs=args.jobs,
                      timeout=args.timeout, executor=args.executor, address=args.address,

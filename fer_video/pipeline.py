@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from .errors import InputError
-from .records import FacePrediction, FaceSummary, TrackedFace, VideoInfo
+from .records import DetectionStats, FacePrediction, FaceSummary, TrackedFace, VideoInfo
 from .settings import Settings
 from .threads import ThreadPlan, plan_threads
 
@@ -47,6 +47,7 @@ class VideoResult:
     n_samples: int                          # frames sampled and analysed
     sample_step_s: float = 0.0              # seconds between samples (0 for a still image)
     outputs: Optional[dict[str, str]] = None   # "csv", "html", "json" -> path, once written
+    detection: DetectionStats = field(default_factory=DetectionStats)   # keyframes, ROI frames
 
     def frames(self):
         """The per-frame table (pandas DataFrame), as written to ``<stem>.frames.csv``."""
@@ -243,8 +244,14 @@ def analyze_video(path: str | os.PathLike, settings: Settings, *, detector, clas
 
     faces = _TrackAndCrop(settings, classifier, timer)
     classify = _ClassifyInBatches(classifier, plan, on_prediction=faces.record)
-    detect = _DetectInOrder(detector, plan.for_device(str(getattr(classifier, "device", "cpu"))),
-                            on_frame=lambda frame, dets: classify.add(faces.frame(frame, dets)))
+    def on_frame(frame, detections) -> None:
+        classify.add(faces.frame(frame, detections))
+
+    if settings.keyframe_every == 1:
+        detect = _DetectInOrder(detector, plan.for_device(str(getattr(classifier, "device", "cpu"))),
+                                on_frame=on_frame)
+    else:
+        detect = _GuidedDetect(detector, settings.keyframe_every, faces, on_frame=on_frame)
     n_samples, last_time = _stream(path, info, settings, plan, window, detect, classify,
                                    timer, progress)
 
@@ -259,7 +266,7 @@ def analyze_video(path: str | os.PathLike, settings: Settings, *, detector, clas
                        classes=list(classifier.classes), predictions=predictions, faces=summaries,
                        thumbnails=thumbnails, timings=timer.t,
                        wall_s=time.perf_counter() - t_start, n_samples=n_samples,
-                       sample_step_s=step)
+                       sample_step_s=step, detection=detect.stats)
 
 
 # -- the steps of analyze_video ------------------------------------------------------------
@@ -391,6 +398,14 @@ class _TrackAndCrop:
         self._timer.add("classify", t0)
         return crops
 
+    def predicted_boxes(self, time_s: float) -> dict[int, tuple[float, float, float, float]]:
+        """The live tracks' boxes predicted at ``time_s`` (``FaceTracker.predicted_boxes``)."""
+        return self._tracker.predicted_boxes(time_s)
+
+    def seen_ids(self) -> set[int]:
+        """Tracker identities found in the latest frame (``FaceTracker.seen_ids``)."""
+        return self._tracker.seen_ids()
+
     def record(self, prediction: FacePrediction) -> None:
         """A classified face (``face_id``: its tracker identity)."""
         self._tracks[prediction.face_id].predictions.append(prediction)
@@ -485,6 +500,7 @@ class _DetectInOrder:
         self._depth = max(1, n)             # batches in flight before the oldest is consumed
         self._inflight: list = []           # [(frames, future)], oldest first
         self.busy_s = 0.0                   # seconds spent detecting
+        self.stats = DetectionStats()       # every frame a keyframe
 
     def submit(self, batch: list) -> None:
         self._inflight.append((batch, self._pool.submit(self._detect, [f.image for f in batch])))
@@ -507,4 +523,48 @@ class _DetectInOrder:
 
     def _hand_on(self, batch: list, fut) -> None:
         for frame, detections in zip(batch, fut.result(), strict=True):
+            self.stats.keyframes += 1
             self._on_frame(frame, detections)
+
+
+class _GuidedDetect:
+    """Track-guided detection (``keyframe_every`` > 1), ``_DetectInOrder``'s interface:
+    full-frame detection on keyframes (:class:`detect.Keyframes`), and between them only
+    R-net/O-net around each live track's predicted box (``FaceDetector.detect_near``).
+
+    Each frame needs the tracks of the frame before, so frames are detected one at a time,
+    in the calling thread, each handed to ``on_frame`` (tracking) before the next one is
+    detected; the plan's detection threads are not used (classification and decoding
+    still run where the plan says).
+    """
+
+    def __init__(self, detector, every: int, tracks: "_TrackAndCrop", on_frame: Callable):
+        from .detect import Keyframes
+
+        self._detector = detector
+        self._tracks = tracks
+        self._on_frame = on_frame
+        self._keyframes = Keyframes(every)
+        self.stats = self._keyframes.stats
+        self.busy_s = 0.0                   # seconds spent detecting
+
+    def submit(self, batch: list) -> None:
+        for frame in batch:
+            t0 = time.perf_counter()
+            before = self._tracks.seen_ids()
+            key = self._keyframes.is_keyframe(frame.image)
+            if key:
+                detections = self._detector.detect_one(frame.image)
+            else:
+                boxes = list(self._tracks.predicted_boxes(frame.time_s).values())
+                detections = self._detector.detect_near(frame.image, boxes)
+            self.busy_s += time.perf_counter() - t0
+            self._on_frame(frame, detections)
+            if not key and before - self._tracks.seen_ids():
+                self._keyframes.lost()
+
+    def drain(self) -> None:
+        pass
+
+    def close(self, wait: bool) -> None:
+        pass

@@ -34,6 +34,7 @@ class Settings:
     iou_threshold: float = 0.3          # tracker: box overlap needed to continue a face
     max_gap_s: float = 1.0              # tracker: a face may vanish this long and keep its id
     tta: str = "none"                   # test-time augmentation per face: none | flip | tencrop
+    keyframe_every: int = 5             # full-frame detection every N-th sampled frame (1: every frame)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -61,7 +62,7 @@ class Settings:
             self.end = finite("end", self.end)
             if self.end <= self.start:
                 raise bad("end", f"{self.end:g} (must be after start {self.start:g})")
-        for name in ("min_face", "max_side", "batch_size", "classify_batch_size"):
+        for name in ("min_face", "max_side", "batch_size", "classify_batch_size", "keyframe_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise bad(name.replace("_", "-"), f"{value!r} (must be an integer >= 1)")

@@ -141,8 +141,9 @@ def test_window_and_min_track(samples, settings_for):
 
 
 def test_streams_in_bounded_batches(samples, settings_for):
-    """Detection sees at most batch_size frames at a time; the classifier is batched."""
-    settings = settings_for(fps=5.0, batch_size=3, classify_batch_size=4)
+    """Full-frame detection (keyframe_every 1) sees at most batch_size frames at a time; the
+    classifier is batched."""
+    settings = settings_for(fps=5.0, batch_size=3, classify_batch_size=4, keyframe_every=1)
     detector, classifier = load_models(settings)
     seen = []
 

@@ -1,0 +1,161 @@
+"""Track-guided detection (``keyframe_every``): region detection between keyframes, on real
+clips with the real MTCNN weights."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fer_video.decode import sample_frames
+from fer_video.detect import FaceDetector, Keyframes, frame_signature, is_shot_cut
+from fer_video.errors import UsageError
+from fer_video.job import load_models
+from fer_video.pipeline import analyze_video
+from fer_video.settings import Settings
+from fer_video.threads import ThreadPlan
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "sample_videos"
+
+
+def _iou(a, b):
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return FaceDetector()
+
+
+@pytest.fixture(scope="module")
+def face_frames():
+    return [f.image for f in sample_frames(SAMPLES / "pyfeat_single_face.mp4", fps=5.0)]
+
+
+@pytest.fixture(scope="module")
+def no_face_frames():
+    return [f.image for f in sample_frames(SAMPLES / "pyfeat_no_face.mp4", fps=5.0)]
+
+
+def test_region_detection_finds_the_full_frame_face(detector, face_frames):
+    full = detector.detect(face_frames)
+    for i in range(1, len(face_frames)):
+        near = detector.detect_near(face_frames[i], [d.box for d in full[i - 1]])
+        assert len(near) == len(full[i]) == 1
+        assert _iou(near[0].box, full[i][0].box) >= 0.8
+        assert near[0].score >= detector.threshold and len(near[0].landmarks) == 5
+    # nothing to look near, or a region without a face: nothing found
+    assert detector.detect_near(face_frames[0], []) == []
+    assert detector.detect_near(face_frames[0], [(0.0, 0.0, 40.0, 40.0)]) == []
+
+
+def test_detect_one_is_detect_of_one_frame(detector, face_frames):
+    a, b = detector.detect_one(face_frames[0]), detector.detect([face_frames[0]])[0]
+    assert len(a) == len(b) == 1
+    assert np.allclose(a[0].box, b[0].box, atol=1e-3)
+
+
+def test_a_shot_cut_forces_a_keyframe(no_face_frames, face_frames):
+    assert not any(is_shot_cut(frame_signature(a), frame_signature(b))
+                   for a, b in zip(face_frames, face_frames[1:]))
+    keys = Keyframes(every=100)
+    flags = [keys.is_keyframe(f) for f in no_face_frames[:4] + face_frames[:4]]
+    assert flags == [True, False, False, False, True, False, False, False]
+    assert keys.stats.shot_cuts == 1 and keys.stats.keyframes == 2 and keys.stats.roi_frames == 6
+
+
+def test_every_n_th_frame_and_after_a_lost_track(face_frames):
+    keys = Keyframes(every=3)
+    flags = []
+    for i, f in enumerate(face_frames[:9]):
+        flags.append(keys.is_keyframe(f))
+        if i == 4:
+            keys.lost()                       # frame 4 lost a track: frame 5 is a keyframe
+    assert flags == [True, False, False, True, False, True, False, False, True]
+    assert keys.stats.lost_tracks == 1
+    with pytest.raises(ValueError):
+        Keyframes(every=0)
+
+
+def _write_clip(path: Path, frames: list[np.ndarray], fps: int = 5) -> None:
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"qscale": "2"}
+        for img in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        out.mux(stream.encode(None))
+
+
+@pytest.fixture(scope="module")
+def entering_clip(tmp_path_factory, detector, no_face_frames, face_frames):
+    """A real no-face clip into which, from sampled frame 7 on, a real face is pasted (a
+    crop around it: a small change of the frame, not a shot cut)."""
+    x1, y1, x2, y2 = (int(v) for v in detector.detect([face_frames[0]])[0][0].box)
+    m = (x2 - x1) // 3
+    frames = []
+    for i, bg in enumerate(no_face_frames[:16]):
+        img = bg.copy()
+        if i >= 7:
+            src = face_frames[(i - 7) % len(face_frames)]
+            crop = src[max(0, y1 - m):y2 + m, max(0, x1 - m):x2 + m]
+            img[100:100 + crop.shape[0], 300:300 + crop.shape[1]] = crop
+        frames.append(img)
+    assert not is_shot_cut(frame_signature(frames[6]), frame_signature(frames[7]))
+    path = tmp_path_factory.mktemp("entering") / "entering.mp4"
+    _write_clip(path, frames)
+    return path
+
+
+def _analyze(path, model_path, **kw):
+    settings = Settings(device="cpu", model=str(model_path), fps=5.0, min_track=1, **kw)
+    detector, classifier = load_models(settings)
+    return analyze_video(path, settings, detector=detector, classifier=classifier,
+                         threads=ThreadPlan())
+
+
+def test_a_face_that_enters_is_found_within_n_frames(entering_clip, model_path):
+    full = _analyze(entering_clip, model_path, keyframe_every=1)
+    assert len(full.faces) == 1 and full.faces[0].first_seen_s == pytest.approx(7 / 5, abs=0.01)
+    guided = _analyze(entering_clip, model_path, keyframe_every=5)
+    assert len(guided.faces) == 1
+    # entered at sampled frame 7 (not a keyframe: 0, 5, 10, ...); found at the next, 10
+    assert guided.faces[0].first_seen_s == pytest.approx(10 / 5, abs=0.01)
+    assert guided.faces[0].last_seen_s == full.faces[0].last_seen_s
+    assert guided.detection.keyframes < guided.n_samples and guided.detection.roi_frames > 0
+    by_frame = {p.frame_index: p.box for p in full.predictions}
+    assert all(_iou(p.box, by_frame[p.frame_index]) >= 0.8 for p in guided.predictions)
+
+
+def test_keyframe_every_1_is_full_frame_detection(detector, model_path):
+    clip = SAMPLES / "pyfeat_single_face.mp4"
+    result = _analyze(clip, model_path, keyframe_every=1)
+    frames = list(sample_frames(clip, fps=5.0))
+    expected = [(f.frame_index, d.box, d.score) for f, dets in zip(frames, detector.detect([f.image for f in frames]))
+                for d in dets]
+    assert [(p.frame_index, p.box, p.det_score) for p in result.predictions] == expected
+    assert result.detection.keyframes == result.n_samples == len(frames)
+    assert result.detection.roi_frames == 0
+
+
+def test_guided_clip_matches_full_frame(model_path):
+    clip = SAMPLES / "pyfeat_single_face.mp4"
+    full, guided = (_analyze(clip, model_path, keyframe_every=n) for n in (1, 5))
+    assert [f.face_id for f in guided.faces] == [f.face_id for f in full.faces] == [1]
+    assert len(guided.predictions) == len(full.predictions)
+    for a, b in zip(full.predictions, guided.predictions):
+        assert a.frame_index == b.frame_index and _iou(a.box, b.box) >= 0.8
+    assert guided.detection.keyframes + guided.detection.roi_frames == guided.n_samples
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_keyframe_every_is_validated(bad):
+    with pytest.raises(UsageError):
+        Settings(keyframe_every=bad)
