@@ -51,7 +51,9 @@ def probe(path) -> VideoInfo:
     """Check that ``path`` is a readable video (or still image) and describe it.
 
     Decodes the first video frame: that proves the stream can be decoded and gives the
-    display rotation (PyAV exposes the display matrix on frames, not on streams).
+    display rotation (PyAV exposes the display matrix on frames, not on streams). A video
+    stream of exactly one frame (a one-frame GIF) is a still image (``is_image``, duration
+    and fps 0; :func:`_one_frame`), so it gets the image defaults, like a PNG.
 
     Raises ``InputError`` for: a missing path or a directory, anything but a regular file
     (a FIFO, device or socket, a broken or looping symbolic link), a zero-byte file, a file that
@@ -84,6 +86,7 @@ def _probe_video(p: Path, container, av) -> VideoInfo:
     w, h = first.width, first.height
     if rotation in (90, 270):
         w, h = h, w
+    still = _one_frame(p, container, stream, av)
     return VideoInfo(
         path=str(p),
         size_bytes=p.stat().st_size,
@@ -92,10 +95,57 @@ def _probe_video(p: Path, container, av) -> VideoInfo:
         width=int(w),
         height=int(h),
         rotation=rotation,
-        fps=_average_fps(stream),
-        duration_s=_duration_s(stream, container),
-        is_image=False,
+        fps=0.0 if still else _average_fps(stream),
+        duration_s=0.0 if still else _duration_s(stream, container),
+        is_image=still,
     )
+
+
+def _one_frame(p: Path, container, stream, av) -> bool:
+    """Whether the video stream holds exactly one frame (a one-frame GIF, a video of one
+    frame): such an input is a still image, like a PNG, not a one-frame video.
+
+    Counted by demuxing a second handle on the file (no decoding), up to the second
+    packet, unless the container already says there are more (``stream.frames`` > 1).
+    A stream of one packet that its container declares longer than that frame by more than
+    the sampler's truncation slack is a video cut short, not a still: it stays a video so
+    that sampling reports it truncated. Anything unreadable here: not a still (the
+    sampler then reports what is wrong)."""
+    if stream.frames and stream.frames > 1:
+        return False
+    try:
+        handle = av.open(ffmpeg_url(p), metadata_errors="ignore")
+    except Exception:
+        return False
+    try:
+        video = [s for s in handle.streams if s.index == stream.index][0]
+        tb = video.time_base or Fraction(1, 1_000_000)
+        packets = []
+        for packet in handle.demux(video):
+            if packet.size == 0 or packet.is_discard:   # the final flush packet; preroll
+                continue
+            packets.append(packet)
+            if len(packets) > 1:
+                return False
+        if len(packets) != 1:
+            return False
+        declared = _declared_video_duration(video, tb)
+        if declared is None and container.duration and len(container.streams) == 1:
+            declared = container.duration / 1_000_000   # AV_TIME_BASE
+        if declared is None:
+            return True
+        pkt = packets[0]
+        origin = video.start_time if video.start_time is not None else (pkt.pts or 0)
+        end = float(((pkt.pts if pkt.pts is not None else origin) - origin
+                     + (pkt.duration or 0)) * tb)
+        nominal = 1.0 / _average_fps(video) if _average_fps(video) > 0 else 0.04
+        return declared - end <= max(1.0, 0.05 * declared, 10 * nominal)
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception:
+        return False
+    finally:
+        handle.close()
 
 
 def _check_file(path) -> Path:
@@ -408,14 +458,34 @@ def sample_frames(path, fps: Optional[float] = 5.0, start: float = 0.0,
     if info is None:
         info = probe(path)
     p = Path(path)
-    if info.is_image:
+    if info.is_image and info.container == "image":
         return _sample_image(p, start, end)
+    if info.is_image:       # one frame that FFmpeg decodes (a one-frame GIF)
+        return _sample_one_frame(p, start, threads)
     return _sample_video(p, info, float(fps or 0.0), float(start), end, threads)
 
 
 def _sample_image(p: Path, start: float, end: Optional[float]) -> Iterator[SampledFrame]:
     if start <= _EPS:   # a still is one frame at t = 0
         yield SampledFrame(frame_index=0, time_s=0.0, image=_image_rgb(p))
+
+
+def _sample_one_frame(p: Path, start: float, threads: int = 1) -> Iterator[SampledFrame]:
+    """The one frame of a one-frame video stream (``probe`` made it a still), decoded by
+    FFmpeg as a video's frames are, at t = 0 like any still."""
+    if start > _EPS:
+        return
+    av = _import_av()
+    container = _open_container(p, av)
+    try:
+        stream = _video_stream(p, container)
+        _configure_decoder(stream, threads)
+        frame = _first_frame(p, container, stream, av)
+        image = _to_rgb(frame, av.video.reformatter.VideoReformatter())
+        del frame
+    finally:
+        container.close()
+    yield SampledFrame(frame_index=0, time_s=0.0, image=image)
 
 
 def _sample_video(p: Path, info: VideoInfo, fps: float, start: float,

@@ -182,7 +182,8 @@ def dominant_text(faces) -> str:
 # tracking, classification, aggregation, what makes an input fail): a report made by
 # another version is redone, never reused. Reports made before reuse keys existed have none
 # and are redone too.
-RESULTS_VERSION = 4
+RESULTS_VERSION = 5
+# 5: a one-frame stream (a one-frame GIF) is a still image (image defaults, duration 0).
 
 # Bytes hashed at each end of an input for its identity (the whole file for a small one).
 IDENTITY_SPAN = 64 * 1024

@@ -306,6 +306,82 @@ def test_png_with_a_video_extension_is_still_an_image(tmp_path):
     assert len(list(sample_frames(path))) == 1
 
 
+
+def _face_frames(n: int) -> list[Image.Image]:
+    """``n`` frames of the single-face clip, 0.33 s apart, as Pillow images."""
+    out = []
+    with av.open(str(SINGLE)) as c:
+        for i, frame in enumerate(c.decode(video=0)):
+            if i % 10 == 0:
+                out.append(frame.to_image())
+            if len(out) == n:
+                break
+    return out
+
+
+@pytest.mark.parametrize("delay_ms", [None, 5000])
+def test_one_frame_gif_is_a_still_image(tmp_path, delay_ms):
+    """A GIF goes to FFmpeg (an animated one has many frames), but one of a single frame
+    is a still like a PNG: is_image, duration 0, fps 0, one frame at t = 0 (whatever its
+    frame delay). FFmpeg names its container and codec."""
+    (img,) = _face_frames(1)
+    path = tmp_path / "one.gif"
+    img.save(path, **({} if delay_ms is None else {"duration": delay_ms}))
+    info = probe(path)
+    assert (info.container, info.codec, info.is_image) == ("gif", "gif", True)
+    assert (info.width, info.height, info.fps, info.duration_s) == (640, 360, 0.0, 0.0)
+    frames = list(sample_frames(path, fps=5.0, info=info))
+    assert [(f.frame_index, f.time_s, f.image.shape) for f in frames] == [(0, 0.0, (360, 640, 3))]
+    assert list(sample_frames(path, start=1.0, info=info)) == []   # a still is at t = 0 only
+
+
+def test_animated_gif_stays_a_video_of_all_its_frames(tmp_path):
+    path = tmp_path / "anim.gif"
+    first, *rest = _face_frames(3)
+    first.save(path, save_all=True, append_images=rest, duration=200, loop=0)
+    info = probe(path)
+    assert (info.container, info.is_image) == ("gif", False)
+    assert (info.fps, info.duration_s) == (5.0, 0.6)
+    frames = list(sample_frames(path, fps=None, info=info))
+    assert [(f.frame_index, f.time_s) for f in frames] == [(0, 0.0), (1, 0.2), (2, 0.4)]
+
+
+def test_one_frame_video_is_a_still_but_a_cut_one_stays_truncated(tmp_path):
+    """A video stream of one frame (any container) is a still; a Matroska file cut after
+    its first frame, whose header says 3 s, is not a still but a truncated video."""
+    one = tmp_path / "one.mp4"
+    _write_frames(one, "mpeg4", 1)
+    info = probe(one)
+    assert (info.is_image, info.duration_s, info.container) == (True, 0.0, "mov,mp4,m4a,3gp,3g2,mj2")
+    (frame,) = sample_frames(one, info=info)
+    assert (frame.frame_index, frame.time_s, frame.image.shape) == (0, 0.0, (48, 64, 3))
+
+    long = tmp_path / "long.mkv"
+    _write_frames(long, "mpeg4", 30)
+    with av.open(str(long)) as c:
+        second = [pk.pos for pk in c.demux(c.streams.video[0])][1]
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(long.read_bytes()[:second])
+    info = probe(cut)
+    assert not info.is_image and info.duration_s == 3.0
+    with pytest.raises(InputError) as e:
+        list(sample_frames(cut, info=info))
+    assert "truncated" in e.value.reason
+
+
+def _write_frames(path: Path, codec: str, n: int) -> None:
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=10)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for _ in range(n):
+            rgb = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+            for pkt in s.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+
+
 # ----------------------------------------------------------------------------- bad inputs
 
 def _reason(path) -> str:
