@@ -24,7 +24,7 @@ from markupsafe import Markup, escape
 
 from .atomic import atomic_write_text, visible_text
 from .labels import canonical_emotion
-from .records import FacePrediction, FaceSummary, VideoInfo
+from .records import DetectionStats, FacePrediction, FaceSummary, VideoInfo
 
 REPORT_SCHEMA_VERSION = 1
 BASE_COLUMNS = ["time_s", "frame_index", "face_id", "x1", "y1", "x2", "y2", "det_score"]
@@ -171,10 +171,20 @@ def face_to_json(face: FaceSummary) -> dict[str, Any]:
     }
 
 
+def detection_to_json(stats: DetectionStats, keyframe_every: int, sampled_frames: int) -> dict:
+    """The JSON's ``detection`` object: ``keyframe_every`` (the setting), ``sampled_frames``
+    (frames sampled and searched for faces) and every count of ``stats``
+    (``keyframes + roi_frames == sampled_frames``)."""
+    return {"keyframe_every": int(keyframe_every), "sampled_frames": int(sampled_frames),
+            **{k: int(v) for k, v in asdict(stats).items()}}
+
+
 def build_report_json(*, info: VideoInfo, settings: dict, model: dict, faces: list[FaceSummary],
                       timings: dict[str, float], wall_s: float,
-                      versions: dict[str, str]) -> dict:
-    """The ``<stem>.json`` document (plain JSON types; see docs/outputs.md for every field)."""
+                      versions: dict[str, str], detection: Optional[dict] = None) -> dict:
+    """The ``<stem>.json`` document (plain JSON types; see docs/outputs.md for every field).
+    ``detection``: :func:`detection_to_json` (left out when None)."""
+    extra = {} if detection is None else {"detection": dict(detection)}
     return _jsonable({
         "schema_version": REPORT_SCHEMA_VERSION,
         "input": {
@@ -194,6 +204,7 @@ def build_report_json(*, info: VideoInfo, settings: dict, model: dict, faces: li
         "versions": dict(versions),
         "wall_s": _r(wall_s, 3),
         "timings_s": {k: _r(v, 3) for k, v in timings.items()},
+        **extra,
         "n_faces": len(faces),
         "faces": [face_to_json(f) for f in faces],
     })

@@ -102,7 +102,10 @@ def write(result: "VideoResult", out_dir: str | os.PathLike, stem: str,
     obj = report.build_report_json(info=result.info, settings=settings_json, model=result.model,
                                    faces=result.faces, timings=dict(result.timings),
                                    wall_s=result.wall_s + (time.perf_counter() - t0),
-                                   versions=versions())
+                                   versions=versions(),
+                                   detection=report.detection_to_json(
+                                       result.detection, result.settings.keyframe_every,
+                                       result.n_samples))
     if identity is None:
         identity = input_identity(result.path)
     obj["reuse_key"] = report._jsonable(reuse_key(identity))
@@ -183,7 +186,8 @@ def dominant_text(faces) -> str:
 # another version is redone, never reused. Reports made before reuse keys existed have none
 # and are redone too.
 RESULTS_VERSION = 5
-# 5: a one-frame stream (a one-frame GIF) is a still image (image defaults, duration 0).
+# 5: a one-frame stream (a one-frame GIF) is a still image (image defaults, duration 0),
+#    and the JSON has ``detection``: a version-4 report lacks it, so it is redone.
 
 # Bytes hashed at each end of an input for its identity (the whole file for a small one).
 IDENTITY_SPAN = 64 * 1024

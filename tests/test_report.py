@@ -157,6 +157,24 @@ def test_report_json_fields_and_types(tmp_path):
     assert f["segments"][0] == {"start_s": 0.0, "end_s": 2.0, "emotion": "happy"}
 
 
+
+def test_report_json_detection_counts():
+    """``detection``: the setting, the frames sampled and every DetectionStats count, as
+    plain ints, after the timings; left out when not given."""
+    from fer_video.records import DetectionStats
+    from fer_video.report import detection_to_json
+
+    stats = DetectionStats(keyframes=np.int64(4), roi_frames=8, shot_cuts=1, lost_tracks=0)
+    det = detection_to_json(stats, keyframe_every=5, sampled_frames=12)
+    assert det == {"keyframe_every": 5, "sampled_frames": 12, "keyframes": 4, "roi_frames": 8,
+                   "shot_cuts": 1, "lost_tracks": 0}
+    assert all(type(v) is int for v in det.values())
+    kw = dict(info=info(), settings={}, model={}, faces=[], timings={}, wall_s=1.0, versions={})
+    doc = build_report_json(**kw, detection=det)
+    assert doc["detection"] == det
+    assert list(doc).index("detection") == list(doc).index("timings_s") + 1
+    assert "detection" not in build_report_json(**kw)
+
 def test_write_json_rejects_nothing_nonfinite(tmp_path):
     path = tmp_path / "x.json"
     write_json({"fps": float("nan"), "a": np.int64(3), "b": np.array([1.5])}, path)
