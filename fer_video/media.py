@@ -18,7 +18,8 @@ VIDEO_EXTENSIONS = frozenset({
     ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".flv", ".wmv", ".mpg", ".mpeg", ".ts",
     ".mts", ".m2ts", ".3gp", ".3g2", ".ogv", ".mxf", ".vob", ".asf", ".f4v", ".dv", ".y4m",
     # GIF is a video: FFmpeg's gif demuxer decodes every frame of an animated one (Pillow
-    # would give only the first). A GIF of one frame is a one-frame video.
+    # would give only the first). A GIF of one frame is a still image (decode.probe counts
+    # its packets: one frame -> is_image).
     ".gif",
 })
 

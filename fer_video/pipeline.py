@@ -529,8 +529,9 @@ class _DetectInOrder:
 
 class _GuidedDetect:
     """Track-guided detection (``keyframe_every`` > 1), ``_DetectInOrder``'s interface:
-    full-frame detection on keyframes (:class:`detect.Keyframes`), and between them only
-    R-net/O-net around each live track's predicted box (``FaceDetector.detect_near``).
+    full-frame detection on keyframes (:class:`detect.Keyframes`), and between them the
+    cascade (P-net, R-net, O-net) only on windows of 3x each live track's side around its
+    predicted box (``FaceDetector.detect_near``).
 
     Each frame needs the tracks of the frame before, so frames are detected one at a time,
     in the calling thread, each handed to ``on_frame`` (tracking) before the next one is

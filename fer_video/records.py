@@ -94,6 +94,6 @@ class DetectionStats:
     """How the sampled frames of one input were detected (track-guided detection,
     ``Settings.keyframe_every``). ``keyframes + roi_frames`` = frames sampled."""
     keyframes: int = 0      # frames run through full-frame detection (P-net on the whole frame)
-    roi_frames: int = 0     # frames where only the tracks' regions were searched (R-net + O-net)
+    roi_frames: int = 0     # frames where only windows around the live tracks were searched (P-, R-, O-net)
     shot_cuts: int = 0      # keyframes forced by a shot cut (the frame looks unlike the previous one)
     lost_tracks: int = 0    # keyframes forced because a face seen in the frame before was not found
