@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -183,110 +183,82 @@ def run_batch(paths: Sequence[str | os.PathLike], settings: Settings, *,
     An output root that cannot take the reports is one, raised before any analysis
     (:func:`check_out_root`).
     ``progress``: show rich progress bars (default: when stderr is a terminal and not quiet).
-    ``jobs`` > 1 (or a ``timeout``): analyse that many inputs at a time in worker processes
-    (:mod:`fer_video.executors`); each runs the same per-video job, so reports are the same.
+    ``executor``: a name in :data:`fer_video.executors.EXECUTORS`; each runs the same
+    per-input job, so reports are the same. ``local`` runs in this process, or with
+    ``jobs`` > 1 (or a ``timeout``) that many inputs at a time in worker processes;
     ``timeout``: seconds per input before its worker is killed and the input marked failed.
-    ``executor="ray"``: run the inputs as tasks on a Ray cluster (:mod:`fer_video.ray_executor`;
-    ``address`` as ``ray.init`` takes it, None starts a local one; ``jobs`` then caps the tasks
-    in flight, None meaning as many as the cluster can run at once).
+    ``ray``: the inputs as tasks on a Ray cluster (``address`` as ``ray.init`` takes it, None
+    starts a local one; ``jobs`` then caps the tasks in flight, None meaning as many as the
+    cluster can run at once; ``gpus_per_task``).
     """
     from rich.console import Console
 
-    from .job import run_job
+    from .executors import Options, get
 
-    workers = int(jobs) if jobs else 1
-    if executor not in ("local", "ray"):
-        raise UsageError(f"--executor must be local or ray (got {executor!r})")
-    if executor != "ray" and (address is not None or gpus_per_task is not None):
-        raise UsageError("--address and --gpus-per-task go with --executor ray")
-    if executor == "ray":
-        from .ray_executor import import_ray
-
-        import_ray()        # a missing extra is a set-up error before any work starts
+    options = Options(overwrite=overwrite, jobs=int(jobs) if jobs else None, timeout=timeout,
+                      address=address, gpus_per_task=gpus_per_task)
+    engine = get(executor, options)      # a bad combination or a missing Ray: before any work
     out_root = Path(out_root)
     todo, is_batch = discover(paths, recursive=recursive, out_root=out_root)
     check_out_root(out_root, is_batch)       # before the first input, not after the last
     if os.environ.get("FER_VIDEO_TEST_INTERNAL_ERROR") == "batch":   # tests/test_cli.py only
         raise RuntimeError("test hook: an unexpected internal error in the batch runner")
-    max_in_flight = jobs
-    jobs = todo     # type: ignore[assignment]  # the in-process path below
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     out = Console(highlight=False)
     show_bars = (not quiet) and (err.is_terminal if progress is None else progress)
+    n = len(todo)
+    counts = {"done": 0, "failed": 0}
+    bars = overall = None
+    current: dict[int, object] = {}        # job index -> its progress bar (engines that report it)
 
-    rows, skipped = [], []
-    n = len(jobs)
+    def describe() -> str:
+        return "inputs" + (f" ({counts['failed']} failed)" if counts["failed"] else "")
 
-    def note(i: int, job, row, was_skipped: bool) -> None:
-        if row.status != "ok":
+    def on_progress(i: int, done: float, total: float) -> None:
+        if i not in current:
+            current[i] = bars.add_task(f"  {Path(todo[i].path).name}", total=None)
+        bars.update(current[i], completed=round(done, 1),
+                    total=round(total, 1) if total > 0 else None)
+
+    def on_done(i: int, result) -> None:
+        row = result.row
+        counts["done"] += 1
+        counts["failed"] += not result.ok
+        if bars is not None:
+            if i in current:
+                bars.remove_task(current.pop(i))
+            if overall is not None:
+                bars.update(overall, advance=1, description=describe())
+        if not result.ok:
             err.print(visible_text(f"error: {row.input}: {row.reason}"), markup=False)
         elif not quiet and not show_bars:
-            what = "skipped (report complete)" if was_skipped else (
+            what = "skipped (report complete)" if result.reused else (
                 f"{row.n_faces} face{'s' if row.n_faces != 1 else ''}"
                 + (f" ({row.dominant})" if row.dominant else "") + f" in {_fmt_s(row.wall_s)}")
-            err.print(visible_text(f"[{i}/{n}] {row.input}: {what} -> {out_root / row.report}"),
-                      markup=False)
+            err.print(visible_text(f"[{counts['done']}/{n}] {row.input}: {what} -> "
+                                   f"{out_root / row.report}"), markup=False)
 
-    runner = None
-    if executor == "ray":
-        from .ray_executor import run_ray
-
-        def runner(todo, out_root, settings, **kw):
-            return run_ray(todo, out_root, settings, address=address, gpus_per_task=gpus_per_task,
-                           max_in_flight=max_in_flight, **kw)
-    elif workers > 1 or timeout is not None:
-        from .executors import run_parallel
-
-        def runner(todo, out_root, settings, **kw):
-            return run_parallel(todo, out_root, settings, workers=workers, **kw)
-    if runner is not None:
-        return _run_parallel(runner, todo, out_root, settings, timeout=timeout,
-                             overwrite=overwrite, is_batch=is_batch, root=batch_root(paths),
-                             quiet=quiet,
-                             show_bars=show_bars, err=err, out=out, note=note)
-
-    from .threads import plan_threads
-
-    plan = plan_threads(workers=1)      # in-process: all of this process's cores
     try:
         if show_bars:
             with _progress_bars(err) as bars:
-                overall = bars.add_task("inputs", total=n) if n > 1 else None
-                for i, job in enumerate(jobs, start=1):
-                    label = Path(job.path).name
-                    task = bars.add_task(f"  {label}", total=None)
-
-                    def on_progress(done: float, total: float, task=task) -> None:
-                        bars.update(task, completed=round(done, 1),
-                                    total=round(total, 1) if total > 0 else None)
-
-                    row, was_skipped = run_job(job.path, out_root, settings, out_subdir=job.out_subdir,
-                                               overwrite=overwrite, progress=on_progress,
-                                               rel_path=job.rel, threads=plan)
-                    bars.remove_task(task)
-                    rows.append(row)
-                    skipped.append(was_skipped)
-                    if overall is not None:
-                        bars.advance(overall)
-                    note(i, job, row, was_skipped)
+                if n > 1 or not engine.progress:
+                    overall = bars.add_task(describe(), total=n)
+                results = engine.run(todo, out_root, settings, replace(
+                    options, on_done=on_done, on_progress=on_progress if engine.progress else None))
         else:
-            for i, job in enumerate(jobs, start=1):
-                row, was_skipped = run_job(job.path, out_root, settings, out_subdir=job.out_subdir,
-                                           overwrite=overwrite, rel_path=job.rel, threads=plan)
-                rows.append(row)
-                skipped.append(was_skipped)
-                note(i, job, row, was_skipped)
+            results = engine.run(todo, out_root, settings, replace(options, on_done=on_done))
     except KeyboardInterrupt:
-        done = sum(1 for r in rows if r.status == "ok")
-        err.print(f"interrupted: {done} of {n} report(s) complete; run the same command again "
-                  "to resume", markup=False)
+        err.print(f"interrupted: {counts['done'] - counts['failed']}"
+                  f" of {n} report(s) complete; run the same command again to resume",
+                  markup=False)
         return EXIT_INTERRUPTED
 
+    rows = [r.row for r in results]
     if is_batch:
         write_batch_index(out_root, rows, root=batch_root(paths))
     if not quiet:
-        print_summary(out, rows, skipped, out_root, is_batch)
-    return EXIT_OK if all(r.status == "ok" for r in rows) else EXIT_INPUT_FAILED
+        print_summary(out, rows, [r.reused for r in results], out_root, is_batch)
+    return EXIT_OK if all(r.ok for r in results) else EXIT_INPUT_FAILED
 
 
 def _progress_bars(console):
@@ -296,50 +268,6 @@ def _progress_bars(console):
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
-
-
-def _run_parallel(runner, todo, out_root: Path, settings: Settings, *,
-                  timeout: Optional[float], overwrite: bool, is_batch: bool,
-                  root: Optional[str], quiet: bool,
-                  show_bars: bool, err, out, note) -> int:
-    """``run_batch`` through an executor (``runner``: worker processes or Ray): one progress
-    bar for the batch, reports in input order."""
-    n = len(todo)
-    counts = {"done": 0, "failed": 0}
-    bars = overall = None
-
-    def describe() -> str:
-        return "inputs" + (f" ({counts['failed']} failed)" if counts["failed"] else "")
-
-    def on_done(i: int, row, was_skipped: bool) -> None:
-        counts["done"] += 1
-        counts["failed"] += row.status != "ok"
-        if bars is not None:
-            bars.update(overall, advance=1, description=describe())
-        note(counts["done"], todo[i], row, was_skipped)
-
-    try:
-        if show_bars:
-            with _progress_bars(err) as bars:
-                overall = bars.add_task(describe(), total=n)
-                results = runner(todo, out_root, settings, overwrite=overwrite,
-                                 timeout=timeout, on_done=on_done)
-        else:
-            results = runner(todo, out_root, settings, overwrite=overwrite, timeout=timeout,
-                             on_done=on_done)
-    except KeyboardInterrupt:
-        err.print(f"interrupted: {counts['done'] - counts['failed']}"
-                  f" of {n} report(s) complete; run the same command again to resume",
-                  markup=False)
-        return EXIT_INTERRUPTED
-
-    rows = [r for r, _ in results]
-    skipped = [s for _, s in results]
-    if is_batch:
-        write_batch_index(out_root, rows, root=root)
-    if not quiet:
-        print_summary(out, rows, skipped, out_root, is_batch)
-    return EXIT_OK if all(r.status == "ok" for r in rows) else EXIT_INPUT_FAILED
 
 
 def write_batch_index(out_root: str | os.PathLike, rows, root: Optional[str] = None) -> None:

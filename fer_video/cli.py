@@ -173,9 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fail an input still running after S seconds (its worker process is "
                         "killed; the others go on). Runs inputs in worker processes even with "
                         "--jobs 1. Default: no limit")
-    g.add_argument("--executor", choices=("local", "ray"), default="local",
-                   help="local: this machine (--jobs); ray: one task per input on a Ray cluster, "
-                        "same reports (needs pip install 'fer-video[ray]'). Default: local")
+    from .executors import DEFAULT, EXECUTORS
+
+    g.add_argument("--executor", choices=list(EXECUTORS), default=DEFAULT,
+                   help="; ".join(f"{name}: {cls.help}" for name, cls in EXECUTORS.items())
+                        + f". Default: {DEFAULT}")
     g.add_argument("--address", default=None, metavar="ADDR",
                    help="Ray cluster to use, as ray.init takes it: 'auto' for the running cluster, "
                         "HOST:PORT, or ray://HOST:PORT. Default: $RAY_ADDRESS if set, else a new local "

@@ -1,21 +1,47 @@
 """The per-input job every executor runs: reuse a complete report, or analyse the input and
 write its report folder; never raise for a bad input.
 
-``run_job`` is the one job of the in-process loop (:mod:`fer_video.batch`), the worker
-processes (:mod:`fer_video.executors`) and Ray tasks (:mod:`fer_video.ray_executor`), so
-their reports are the same. Models are loaded lazily, once per process (``load_models``).
+``run_job`` is the one job of every executor (:mod:`fer_video.executors`: in this process,
+worker processes, Ray tasks), so their reports are the same; it returns a
+:class:`JobResult`. Models are loaded lazily, once per process (``load_models``).
 """
 from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import FerVideoError, InputError, SetupError, UsageError
 from .pipeline import ProgressFn, analyze_video
 from .settings import Settings
 from .threads import ThreadPlan, plan_threads
+
+if TYPE_CHECKING:
+    from .report import SummaryRow
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What one input's job gives every executor: its summary.csv row and whether a
+    complete report was reused (nothing analysed). A failure is ``row.status == "failed"``
+    with ``row.reason``; an executor makes one for a dead or timed-out worker with
+    :meth:`failed`."""
+    row: "SummaryRow"
+    reused: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.row.status == "ok"
+
+    @classmethod
+    def failed(cls, input_path: str, reason: str, t0: float) -> "JobResult":
+        """A failed input (``t0``: ``time.perf_counter()`` when it began)."""
+        from .report_folder import failed_row
+
+        return cls(failed_row(input_path, reason, t0))
+
 
 _DETECTORS: dict[tuple, Any] = {}
 _CLASSIFIERS: dict[tuple, Any] = {}
@@ -57,11 +83,11 @@ def one_line(exc: BaseException | str) -> str:
 def run_job(input_path: str | os.PathLike, out_root: str | os.PathLike, settings: Settings, *,
             out_subdir: str | None = None, overwrite: bool = False,
             progress: ProgressFn | None = None, rel_path: str | None = None,
-            threads: ThreadPlan | None = None):
-    """Analyse one input into ``out_root/<out_subdir or stem>/``; return ``(SummaryRow,
-    skipped)``.
+            threads: ThreadPlan | None = None) -> JobResult:
+    """Analyse one input into ``out_root/<out_subdir or stem>/``; return its
+    :class:`JobResult`.
 
-    Skips (``skipped=True``) an input whose report is already complete and
+    Reuses (``reused=True``) an input whose report is already complete and
     :func:`fer_video.report_folder.reusable` (same file at ``rel_path``, its path relative
     to the batch root, same settings and model) unless ``overwrite``. A bad input gives
     ``status="failed"`` with the reason, a bug met on it a reason naming its crash log;
@@ -80,7 +106,8 @@ def run_job(input_path: str | os.PathLike, out_root: str | os.PathLike, settings
     identity = folder.input_identity(input_path, rel_path)  # before analysis: a later change redoes it
     if not overwrite and folder.is_complete(out_dir, stem):
         try:
-            return folder.reused_row(input_path, paths["json"], report_rel, settings, identity), True
+            return JobResult(folder.reused_row(input_path, paths["json"], report_rel, settings,
+                                               identity), reused=True)
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             pass   # unreadable, or the input, settings or model changed: analyse again
     t0 = time.perf_counter()
@@ -96,16 +123,15 @@ def run_job(input_path: str | os.PathLike, out_root: str | os.PathLike, settings
     except (SetupError, UsageError):
         raise
     except InputError as exc:
-        return folder.failed_row(input_path, one_line(exc.reason), t0), False
+        return JobResult.failed(input_path, one_line(exc.reason), t0)
     except FerVideoError as exc:
-        return folder.failed_row(input_path, one_line(exc), t0), False
+        return JobResult.failed(input_path, one_line(exc), t0)
     except (KeyboardInterrupt, MemoryError):
         raise
     except Exception as exc:   # a bug met on one input must not stop a batch: crash log
         from .crash import internal_error_line
 
-        return folder.failed_row(input_path, internal_error_line(exc, f"analysing {input_path!r}"),
-                                 t0), False
+        return JobResult.failed(input_path, internal_error_line(exc, f"analysing {input_path!r}"), t0)
     row = folder.summary_row(input_path, obj, report_rel)
     row.wall_s = result.wall_s
-    return row, False
+    return JobResult(row)

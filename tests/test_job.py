@@ -6,53 +6,60 @@ import pickle
 
 import pytest
 
-from fer_video.job import run_job
+from fer_video.job import JobResult, run_job
 
 pytestmark = pytest.mark.slow
+
+
+def _run(*args, **kwargs):
+    """run_job's JobResult as (row, reused)."""
+    result = run_job(*args, **kwargs)
+    assert isinstance(result, JobResult) and result.ok == (result.row.status == "ok")
+    return result.row, result.reused
 
 
 def test_run_job_skips_complete_and_is_picklable(samples, settings_for, tmp_path):
     settings = settings_for(fps=2.0)
     assert pickle.loads(pickle.dumps(settings)) == settings
     assert pickle.loads(pickle.dumps(run_job)) is run_job
-    row, skipped = run_job(samples / "pyfeat_single_face.mp4", tmp_path, settings)
+    row, skipped = _run(samples / "pyfeat_single_face.mp4", tmp_path, settings)
     assert not skipped
     assert row.status == "ok" and row.n_faces == 1 and row.dominant.startswith("1:")
     assert row.report == "pyfeat_single_face/pyfeat_single_face.html"
     json_path = tmp_path / "pyfeat_single_face" / "pyfeat_single_face.json"
     before = json_path.stat().st_mtime_ns
-    again, skipped = run_job(samples / "pyfeat_single_face.mp4", tmp_path, settings)
+    again, skipped = _run(samples / "pyfeat_single_face.mp4", tmp_path, settings)
     assert skipped and again.dominant == row.dominant and again.n_faces == 1
     assert json_path.stat().st_mtime_ns == before
-    redo, skipped = run_job(samples / "pyfeat_single_face.mp4", tmp_path, settings, overwrite=True)
+    redo, skipped = _run(samples / "pyfeat_single_face.mp4", tmp_path, settings, overwrite=True)
     assert not skipped and json_path.stat().st_mtime_ns != before
     # a report made with other result settings, or another model, is redone, not reused
-    _, skipped = run_job(samples / "pyfeat_single_face.mp4", tmp_path, settings_for(fps=3.0))
+    _, skipped = _run(samples / "pyfeat_single_face.mp4", tmp_path, settings_for(fps=3.0))
     assert not skipped
     assert json.loads(json_path.read_text())["settings"]["fps"] == 3.0
-    _, skipped = run_job(samples / "pyfeat_single_face.mp4", tmp_path, settings_for(fps=3.0, batch_size=4))
+    _, skipped = _run(samples / "pyfeat_single_face.mp4", tmp_path, settings_for(fps=3.0, batch_size=4))
     assert skipped   # batch sizes change speed, not results
     # test-time augmentation changes the probabilities: redone; a report from before the
     # setting existed (no "tta" in its settings) was made without it, so it is reused
-    _, skipped = run_job(samples / "pyfeat_single_face.mp4", tmp_path, settings_for(fps=3.0, tta="flip"))
+    _, skipped = _run(samples / "pyfeat_single_face.mp4", tmp_path, settings_for(fps=3.0, tta="flip"))
     assert not skipped and json.loads(json_path.read_text())["settings"]["tta"] == "flip"
-    _, skipped = run_job(samples / "pyfeat_single_face.mp4", tmp_path, settings_for(fps=3.0))
+    _, skipped = _run(samples / "pyfeat_single_face.mp4", tmp_path, settings_for(fps=3.0))
     assert not skipped
     obj = json.loads(json_path.read_text())
     del obj["settings"]["tta"]
     json_path.write_text(json.dumps(obj))
-    _, skipped = run_job(samples / "pyfeat_single_face.mp4", tmp_path, settings_for(fps=3.0))
+    _, skipped = _run(samples / "pyfeat_single_face.mp4", tmp_path, settings_for(fps=3.0))
     assert skipped
     obj = json.loads(json_path.read_text())
     obj["model"]["sha256"] = "0" * 64
     json_path.write_text(json.dumps(obj))
-    _, skipped = run_job(samples / "pyfeat_single_face.mp4", tmp_path, settings_for(fps=3.0))
+    _, skipped = _run(samples / "pyfeat_single_face.mp4", tmp_path, settings_for(fps=3.0))
     assert not skipped and json.loads(json_path.read_text())["model"]["sha256"] != "0" * 64
     # another file under the same name is analysed again, not skipped
     other = tmp_path / "in" / "pyfeat_single_face.mp4"
     other.parent.mkdir()
     other.write_bytes((samples / "pyfeat_no_face.mp4").read_bytes())
-    changed, skipped = run_job(other, tmp_path, settings)
+    changed, skipped = _run(other, tmp_path, settings)
     assert not skipped and changed.n_faces == 0
-    bad, _ = run_job(samples / "nope.mp4", tmp_path, settings)
+    bad, _ = _run(samples / "nope.mp4", tmp_path, settings)
     assert bad.status == "failed" and bad.reason

@@ -166,6 +166,6 @@ def test_ray_options_without_ray_executor_are_usage_errors(folder, capsys):
     ({"CPU": 16.0, "GPU": 1.0}, "auto", 0.0, (0.0, 16)),            # --gpus-per-task 0
 ])
 def test_ray_tasks_ask_for_a_gpu_share_only_when_the_cluster_has_gpus(cluster, device, per_task, expect):
-    from fer_video.ray_executor import task_resources
+    from fer_video.executors.ray_tasks import task_resources
 
     assert task_resources(cluster, device, per_task) == expect

@@ -1,4 +1,4 @@
-"""Run a batch's per-video jobs on a Ray cluster (``fer-video analyze --executor ray``).
+"""One Ray task per input on a Ray cluster (``fer-video analyze --executor ray``).
 
 The same per-video job as every other executor (:func:`fer_video.job.run_job`), so the
 reports are byte-identical to ``--jobs 1`` apart from timings. Design:
@@ -22,17 +22,19 @@ reports are byte-identical to ``--jobs 1`` apart from timings. Design:
   installed on every node.
 
 ``FER_VIDEO_*`` environment variables of the driver are passed to the tasks (the test
-hooks of :mod:`fer_video.executors` use them).
+hooks of :mod:`fer_video.executors.worker` use them). Ray is imported only when this
+executor runs: without it, ``--executor ray`` is a one-line set-up error (exit 3).
 """
 from __future__ import annotations
 
 import logging
 import os
 import time
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
-from .errors import SetupError, UsageError
-from .settings import Settings
+from ..errors import SetupError, UsageError
+from .base import Executor, Options
+from .worker import run_one, start_worker
 
 DEFAULT_GPUS_PER_TASK = 0.25
 RAY_HINT = "pip install 'fer-video[ray]' (or: pip install 'ray[default]>=2.9')"
@@ -49,32 +51,23 @@ def import_ray():
 
 # ---------------------------------------------------------------- worker side
 
-def _ray_task(index: int, path: str, out_root: str, settings: Settings, out_subdir: str,
-              overwrite: bool, cwd: str, start_log, rel_path: Optional[str] = None):
-    from .executors import _test_hooks
-    from .job import load_models, run_job
-    from .report_folder import failed_row
-    from .threads import plan_threads
+def ray_task(index: int, job, out_root: str, settings, overwrite: bool, cwd: str, start_log):
+    """One input in a Ray worker process (reused between tasks: models load once)."""
+    from ..job import JobResult
+    from ..threads import plan_threads
 
     plan = plan_threads(cores=1, workers=1)   # a task asks Ray for one CPU
-    plan.apply()
+    start_worker(plan)                        # Ray's raylet owns the worker's life and Ctrl-C
     if not os.path.isdir(cwd):
-        return failed_row(path, f"working directory {cwd} does not exist on this Ray node "
-                                "(use paths on a filesystem every node mounts)",
-                          time.perf_counter()), False
+        return JobResult.failed(job.path, f"working directory {cwd} does not exist on this Ray "
+                                "node (use paths on a filesystem every node mounts)",
+                                time.perf_counter())
     os.chdir(cwd)
-    try:
-        load_models(settings)       # once per worker; a SetupError surfaces from run_job()
-    except Exception:
-        pass
-    if start_log is not None:
-        start_log.started.remote(index)
-    _test_hooks(path)
-    return run_job(path, out_root, settings, out_subdir=out_subdir, overwrite=overwrite,
-                   rel_path=rel_path, threads=plan)
+    announce = None if start_log is None else start_log.started.remote
+    return run_one(index, job, out_root, settings, overwrite, plan, announce)
 
 
-class _StartLog:
+class StartLog:
     """Which tasks have their models loaded and are analysing (for --timeout)."""
 
     def __init__(self):
@@ -150,22 +143,32 @@ def task_resources(cluster: dict, device: str, gpus_per_task: Optional[float]) -
     return per_gpu, slots
 
 
-def run_ray(jobs: Sequence, out_root: str | os.PathLike, settings: Settings, *,
-            address: Optional[str] = None, max_in_flight: Optional[int] = None,
-            gpus_per_task: Optional[float] = None, overwrite: bool = False,
-            timeout: Optional[float] = None,
-            on_done: Optional[Callable[[int, object, bool], None]] = None) -> list:
-    """Run every job as a Ray task; return ``[(SummaryRow, skipped)]`` in input order.
+class Ray(Executor):
+    """Every job as a Ray task; results in input order.
 
-    ``address``: as ``ray.init`` takes it (``"auto"``: the running cluster; ``None``: the
-    ``RAY_ADDRESS`` environment variable if set, else a new local instance for this call,
-    stopped at the end, never an existing one). ``on_done(index, row, skipped)`` runs in the
-    driver as each job finishes. Set-up/usage errors raised by a job propagate.
-    """
+    ``options.address``: as ``ray.init`` takes it (``"auto"``: the running cluster; ``None``:
+    the ``RAY_ADDRESS`` environment variable if set, else a new local instance for this
+    call, stopped at the end, never an existing one). ``options.jobs``: tasks in flight
+    (default: as many as the cluster can run at once). ``options.gpus_per_task``: see
+    :func:`task_resources`."""
+    help = "one task per input on a Ray cluster, same reports (needs pip install 'fer-video[ray]')"
+    accepts = frozenset({"jobs", "timeout", "address", "gpus_per_task"})
+
+    def check(self, options: Options) -> None:
+        import_ray()        # a missing extra is a set-up error before any work starts
+
+    def run(self, jobs: Sequence, out_root, settings, options: Options) -> list:
+        return _run(jobs, out_root, settings, options)
+
+
+def _run(jobs: Sequence, out_root, settings, options: Options) -> list:
     ray = import_ray()
     from ray.exceptions import GetTimeoutError, RayError, RayTaskError, TaskCancelledError
 
-    from .report_folder import failed_row
+    from ..job import JobResult
+
+    address, max_in_flight, timeout = options.address, options.jobs, options.timeout
+    gpus_per_task = options.gpus_per_task
 
     n = len(jobs)
     results: list = [None] * n
@@ -176,31 +179,30 @@ def run_ray(jobs: Sequence, out_root: str | os.PathLike, settings: Settings, *,
         per_gpu, slots = task_resources(ray.cluster_resources(), settings.device, gpus_per_task)
         in_flight_max = max(1, min(n, int(max_in_flight) if max_in_flight else slots))
 
-        task = ray.remote(num_cpus=1, num_gpus=per_gpu, max_retries=0, max_calls=0)(_ray_task)
-        start_log = ray.remote(num_cpus=0)(_StartLog).remote()
+        task = ray.remote(num_cpus=1, num_gpus=per_gpu, max_retries=0, max_calls=0)(ray_task)
+        start_log = ray.remote(num_cpus=0)(StartLog).remote()
         cwd = os.getcwd()
         out_root = str(out_root)
         pending = list(range(n))[::-1]
         running: dict = {}            # ObjectRef -> job index
         started_at: dict = {}         # job index -> driver's monotonic time its analysis began
 
-        def finish(i: int, row, skipped: bool) -> None:
-            results[i] = (row, skipped)
-            if on_done is not None:
-                on_done(i, row, skipped)
+        def finish(i: int, result) -> None:
+            results[i] = result
+            options.done(i, result)
 
         def fail(i: int, reason: str) -> None:
-            row = failed_row(jobs[i].path, reason, time.perf_counter())
+            result = JobResult.failed(jobs[i].path, reason, time.perf_counter())
             if i in started_at:
-                row.wall_s = max(0.0, time.monotonic() - started_at[i])
-            finish(i, row, False)
+                result.row.wall_s = max(0.0, time.monotonic() - started_at[i])
+            finish(i, result)
 
         try:
             while pending or running:
                 while pending and len(running) < in_flight_max:
                     i = pending.pop()
-                    ref = task.remote(i, jobs[i].path, out_root, settings, jobs[i].out_subdir,
-                                      overwrite, cwd, start_log, getattr(jobs[i], "rel", None))
+                    ref = task.remote(i, jobs[i], out_root, settings, options.overwrite, cwd,
+                                      start_log)
                     running[ref] = i
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=0.2)
                 try:
@@ -211,7 +213,7 @@ def run_ray(jobs: Sequence, out_root: str | os.PathLike, settings: Settings, *,
                 for ref in ready:
                     i = running.pop(ref)
                     try:
-                        row, skipped = ray.get(ref)
+                        result = ray.get(ref)
                     except RayTaskError as exc:            # a Python exception inside the job
                         cause = getattr(exc, "cause", None)
                         if isinstance(cause, (SetupError, UsageError)):
@@ -224,7 +226,7 @@ def run_ray(jobs: Sequence, out_root: str | os.PathLike, settings: Settings, *,
                     except RayError as exc:               # the worker (or its node) died
                         fail(i, _died_reason(exc))
                         continue
-                    finish(i, row, skipped)
+                    finish(i, result)
                 if timeout is not None:
                     now = time.monotonic()
                     for ref, i in list(running.items()):
