@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 from . import __version__
 from .atomic import visible_text
 from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, FerVideoError
-from .recipe import TTA_MODES
+from .settings import add_settings_options, settings_from_args
 
 PROG = "fer-video"
 
@@ -79,12 +79,6 @@ def _positive_float(text: str) -> float:
     return float(text)
 
 
-def _nonneg_float(text: str) -> float:
-    if not _finite_float(text) >= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a number >= 0")
-    return float(text)
-
-
 def _positive_int(text: str) -> int:
     try:
         v = int(text)
@@ -92,13 +86,6 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if v < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be an integer >= 1")
-    return v
-
-
-def _threshold(text: str) -> float:
-    v = _positive_float(text)
-    if v > 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be in (0, 1]")
     return v
 
 
@@ -131,37 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="redo inputs whose report is already complete (default: skip them)")
     a.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bars or summary table; errors are still printed")
-    g = a.add_argument_group("sampling")
-    g.add_argument("--fps", type=_positive_float, default=5.0,
-                   help="frames analysed per second of video (default: 5)")
-    g.add_argument("--start", type=_nonneg_float, default=0.0, metavar="S",
-                   help="start at this time in seconds (default: 0)")
-    g.add_argument("--end", type=_positive_float, default=None, metavar="S",
-                   help="stop at this time in seconds (default: the end)")
-    g = a.add_argument_group("faces")
-    g.add_argument("--min-face", type=_positive_int, default=20, metavar="PX",
-                   help="smallest face side in pixels to detect (default: 20)")
-    g.add_argument("--threshold", type=_threshold, default=0.9, dest="det_threshold", metavar="P",
-                   help="face detector confidence in (0, 1] (default: 0.9)")
-    g.add_argument("--min-track", type=_positive_int, default=None, metavar="N",
-                   help="ignore faces seen in fewer than N sampled frames "
-                        "(default: 2 for videos, 1 for images)")
-    g.add_argument("--keyframe-every", type=_positive_int, default=5, metavar="N",
-                   help="track-guided detection: the whole frame is searched for faces on every "
-                        "N-th sampled frame (and the first, after a shot cut, when a face is lost); "
-                        "in between only around the faces already found, so a face that enters is "
-                        "found within N sampled frames. 1: search every frame (default: 5)")
-    g = a.add_argument_group("model and hardware")
-    g.add_argument("--model", metavar="PATH", default=None,
-                   help="emotion checkpoint (.safetensors with its .json); default: the packaged model")
-    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="auto takes CUDA when present (default: auto)")
-    g.add_argument("--batch-size", type=_positive_int, default=8, metavar="N",
-                   help="frames per face-detection batch (default: 8)")
-    g.add_argument("--tta", choices=TTA_MODES, default="none",
-                   help="test-time augmentation: each face's probabilities are the mean over it and "
-                        "its mirror image (flip: 2x the classifier's work) or over ten crops "
-                        "(tencrop: 10x) (default: none)")
+    add_settings_options(a, ("sampling", "faces", "model and hardware"))   # settings.Settings
     g = a.add_argument_group("parallelism and faults")
     g.add_argument("-j", "--jobs", type=_positive_int, default=None, metavar="N",
                    help="analyse N inputs at a time, each in its own worker process (model loaded "
@@ -185,13 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gpus-per-task", type=_gpu_fraction, default=None, metavar="F",
                    help="GPUs each Ray task requests when the cluster has GPUs (default: 0.25, "
                         "four inputs share a GPU; 0: CPU only)")
-    g = a.add_argument_group("timelines")
-    g.add_argument("--smoothing", type=_nonneg_float, default=1.0, metavar="S",
-                   dest="smoothing_window_s",
-                   help="moving-average window in seconds for emotion timelines (default: 1; 0: off)")
-    g.add_argument("--min-segment", type=_nonneg_float, default=0.0, metavar="S",
-                   dest="min_segment_s",
-                   help="merge emotion segments shorter than S seconds into neighbours (default: 0)")
+    add_settings_options(a, ("timelines",))
     a.set_defaults(func=cmd_analyze)
 
     from . import train_cli
@@ -202,15 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .batch import run_batch
-    from .settings import Settings
 
-    settings = Settings(fps=args.fps, start=args.start, end=args.end, min_face=args.min_face,
-                        det_threshold=args.det_threshold, batch_size=args.batch_size,
-                        device=args.device, model=args.model,
-                        smoothing_window_s=args.smoothing_window_s, min_segment_s=args.min_segment_s,
-                        min_track=args.min_track, tta=args.tta,
-                        keyframe_every=args.keyframe_every)
-    return run_batch(args.paths, settings, out_root=args.out, recursive=args.recursive,
+    return run_batch(args.paths, settings_from_args(args), out_root=args.out, recursive=args.recursive,
                      overwrite=args.overwrite, quiet=args.quiet, jobs=args.jobs,
                      timeout=args.timeout, executor=args.executor, address=args.address,
                      gpus_per_task=args.gpus_per_task)

@@ -1,14 +1,20 @@
 """Analysis settings: one dataclass shared by the CLI, the Python API and the batch runner.
 
-Every field is recorded in each report's JSON (``Settings.to_json``), so a report says how
-it was made. Validation raises ``UsageError`` (exit code 2) with a one-line message.
+Every option is written once, here: a field's default, and in its ``metadata`` its
+command-line flag, help, metavar, check and whether it changes results
+(:func:`option`). :func:`add_settings_options` builds ``fer-video analyze``'s options from
+the fields (as :func:`fer_video.recipe.add_recipe_options` does for training), the same
+checks run on the CLI's values and on the Python API's (``Settings.validate``: a one-line
+``UsageError``, exit code 2), and :data:`NOT_IN_RESULT` (the fields that change speed
+only) is what the reuse rule ignores. Every field is recorded in each report's JSON
+(``Settings.to_json``), so a report says how it was made.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from .errors import UsageError
 from .recipe import TTA_MODES
@@ -16,74 +22,131 @@ from .recipe import TTA_MODES
 DEVICES = ("auto", "cpu", "cuda")
 
 
+# ---------------------------------------------------------------- checks: value -> value, or ValueError
+
+def _show(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else repr(v)
+
+
+def _number(v: Any) -> float:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"{v!r} is not a number") from None
+    if not math.isfinite(x):
+        raise ValueError(f"{v!r} is not a finite number")
+    return x
+
+
+def _positive(v: Any) -> float:
+    x = _number(v)
+    if x <= 0:
+        raise ValueError(f"{_show(x)} (must be > 0)")
+    return x
+
+
+def _not_negative(v: Any) -> float:
+    x = _number(v)
+    if x < 0:
+        raise ValueError(f"{_show(x)} (must be >= 0)")
+    return x
+
+
+def _fraction(v: Any) -> float:
+    x = _number(v)
+    if not 0.0 < x <= 1.0:
+        raise ValueError(f"{_show(x)} (must be in (0, 1])")
+    return x
+
+
+def _count(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"{v!r} (must be an integer >= 1)")
+    return v
+
+
+def _one_of(choices: Sequence[str]) -> Callable[[Any], str]:
+    def check(v: Any) -> str:
+        if v not in choices:
+            raise ValueError(f"{v!r} (choose one of {', '.join(choices)})")
+        return v
+    return check
+
+
+def option(default: Any, help: Optional[str] = None, *, flag: Optional[str] = None,
+           check: Optional[Callable[[Any], Any]] = None, affects_result: bool = True,
+           group: Optional[str] = None, metavar: Optional[str] = None,
+           choices: Optional[Sequence[str]] = None, type: Optional[type] = None):
+    """A settings field and its analyze option. ``help`` None: not a command-line option
+    (the Python API only). ``flag``: the option's name when not ``--field-name``;
+    ``check``: value -> value, ``ValueError`` with the reason (also the CLI's type check;
+    ``choices`` make one); ``affects_result=False``: the field changes speed only, so a
+    report made with another value is still reused; ``group``: its ``--help`` section;
+    ``type``: the CLI's parser when the default is None."""
+    if choices is not None:
+        check = _one_of(tuple(choices))
+    meta = dict(help=help, flag=flag, check=check, affects_result=affects_result, group=group,
+                metavar=metavar, choices=tuple(choices) if choices else None, type=type)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class Settings:
-    fps: float = 5.0                    # frames sampled per second of video
-    start: float = 0.0                  # seconds: analyse from here ...
-    end: Optional[float] = None         # ... to here (None: to the end)
-    min_face: int = 20                  # smallest face side in pixels the detector looks for
-    det_threshold: float = 0.9          # detector confidence needed to keep a face
-    max_side: int = 960                 # frames larger than this are downscaled for detection
-    batch_size: int = 8                 # frames per detection batch
-    classify_batch_size: int = 32       # face crops per classifier batch
-    device: str = "auto"                # auto | cpu | cuda
-    model: Optional[str] = None         # checkpoint path; None: the packaged default model
-    smoothing_window_s: float = 1.0     # moving-average window for the emotion timelines
-    min_segment_s: float = 0.0          # shorter emotion runs are merged into their neighbours
-    min_track: Optional[int] = None     # drop faces seen in fewer samples (None: 2 for videos, 1 for stills)
-    iou_threshold: float = 0.3          # tracker: box overlap needed to continue a face
-    max_gap_s: float = 1.0              # tracker: a face may vanish this long and keep its id
-    tta: str = "none"                   # test-time augmentation per face: none | flip | tencrop
-    keyframe_every: int = 5             # full-frame detection every N-th sampled frame (1: every frame)
+    fps: float = option(5.0, "frames analysed per second of video (default: 5)",
+                        check=_positive, group="sampling")
+    start: float = option(0.0, "start at this time in seconds (default: 0)", check=_not_negative,
+                          group="sampling", metavar="S")
+    end: Optional[float] = option(None, "stop at this time in seconds (default: the end)",
+                                  check=_positive, group="sampling", metavar="S", type=float)
+    min_face: int = option(20, "smallest face side in pixels to detect (default: 20)", check=_count,
+                           group="faces", metavar="PX")
+    det_threshold: float = option(0.9, "face detector confidence in (0, 1] (default: 0.9)",
+                                  flag="--threshold", check=_fraction, group="faces", metavar="P")
+    max_side: int = option(960, check=_count)    # frames larger are downscaled for detection
+    batch_size: int = option(8, "frames per face-detection batch (default: 8)", check=_count,
+                             affects_result=False, group="model and hardware", metavar="N")
+    classify_batch_size: int = option(32, check=_count, affects_result=False)  # crops per batch
+    device: str = option("auto", "auto takes CUDA when present (default: auto)", choices=DEVICES,
+                         affects_result=False, group="model and hardware")
+    # the model is compared by its weights' SHA-256, not by its path
+    model: Optional[str] = option(None, "emotion checkpoint (.safetensors with its .json); default: "
+                                        "the packaged model", affects_result=False,
+                                  group="model and hardware", metavar="PATH", type=str)
+    smoothing_window_s: float = option(
+        1.0, "moving-average window in seconds for emotion timelines (default: 1; 0: off)",
+        flag="--smoothing", check=_not_negative, group="timelines", metavar="S")
+    min_segment_s: float = option(
+        0.0, "merge emotion segments shorter than S seconds into neighbours (default: 0)",
+        flag="--min-segment", check=_not_negative, group="timelines", metavar="S")
+    min_track: Optional[int] = option(
+        None, "ignore faces seen in fewer than N sampled frames (default: 2 for videos, 1 for images)",
+        check=_count, group="faces", metavar="N", type=int)
+    iou_threshold: float = option(0.3, check=_fraction)  # tracker: overlap to continue a face
+    max_gap_s: float = option(1.0, check=_not_negative)  # tracker: a face may vanish this long
+    tta: str = option("none", "test-time augmentation: each face's probabilities are the mean over "
+                              "it and its mirror image (flip: 2x the classifier's work) or over ten "
+                              "crops (tencrop: 10x) (default: none)", choices=TTA_MODES,
+                      group="model and hardware")
+    keyframe_every: int = option(
+        5, "track-guided detection: the whole frame is searched for faces on every N-th sampled "
+           "frame (and the first, after a shot cut, when a face is lost); in between only around "
+           "the faces already found, so a face that enters is found within N sampled frames. "
+           "1: search every frame (default: 5)", check=_count, group="faces", metavar="N")
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> "Settings":
-        def bad(name: str, why: str) -> UsageError:
-            return UsageError(f"invalid {name}: {why}")
-
-        def finite(name: str, value: Any) -> float:
+        for f in fields(self):
+            check, value = f.metadata.get("check"), getattr(self, f.name)
+            if check is None or (value is None and f.default is None):
+                continue
             try:
-                v = float(value)
-            except (TypeError, ValueError):
-                raise bad(name, f"{value!r} is not a number") from None
-            if not math.isfinite(v):
-                raise bad(name, f"{value!r} is not a finite number")
-            return v
-
-        self.fps = finite("fps", self.fps)
-        if self.fps <= 0:
-            raise bad("fps", f"{self.fps:g} (must be > 0)")
-        self.start = finite("start", self.start)
-        if self.start < 0:
-            raise bad("start", f"{self.start:g} (must be >= 0)")
-        if self.end is not None:
-            self.end = finite("end", self.end)
-            if self.end <= self.start:
-                raise bad("end", f"{self.end:g} (must be after start {self.start:g})")
-        for name in ("min_face", "max_side", "batch_size", "classify_batch_size", "keyframe_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise bad(name.replace("_", "-"), f"{value!r} (must be an integer >= 1)")
-        self.det_threshold = finite("threshold", self.det_threshold)
-        if not 0.0 < self.det_threshold <= 1.0:
-            raise bad("threshold", f"{self.det_threshold:g} (must be in (0, 1])")
-        if self.tta not in TTA_MODES:
-            raise bad("tta", f"{self.tta!r} (choose one of {', '.join(TTA_MODES)})")
-        if self.device not in DEVICES:
-            raise bad("device", f"{self.device!r} (choose one of {', '.join(DEVICES)})")
-        for name in ("smoothing_window_s", "min_segment_s", "max_gap_s"):
-            v = finite(name, getattr(self, name))
-            if v < 0:
-                raise bad(name, f"{v:g} (must be >= 0)")
-            setattr(self, name, v)
-        self.iou_threshold = finite("iou_threshold", self.iou_threshold)
-        if not 0.0 < self.iou_threshold <= 1.0:
-            raise bad("iou_threshold", f"{self.iou_threshold:g} (must be in (0, 1])")
-        if self.min_track is not None:
-            if isinstance(self.min_track, bool) or not isinstance(self.min_track, int) or self.min_track < 1:
-                raise bad("min-track", f"{self.min_track!r} (must be an integer >= 1)")
+                setattr(self, f.name, check(value))
+            except ValueError as exc:
+                raise UsageError(f"invalid {label(f)}: {exc}") from None
+        if self.end is not None and self.end <= self.start:
+            raise UsageError(f"invalid end: {self.end:g} (must be after start {self.start:g})")
         if self.model is not None:
             self.model = str(self.model)
         return self
@@ -112,3 +175,70 @@ class Settings:
             raise UsageError(f"unknown setting(s): {', '.join(unknown)} "
                              f"(known: {', '.join(sorted(known))})")
         return cls(**kwargs)
+
+
+# Settings that change speed only: a report made with other values of these is reused
+# (report_folder's reuse rule; the model is compared by its weights' SHA-256 there).
+NOT_IN_RESULT = frozenset(f.name for f in fields(Settings) if not f.metadata["affects_result"])
+
+
+def flag(f) -> str:
+    """A field's command-line flag."""
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def label(f) -> str:
+    """A field's name in messages: its flag without the dashes (``threshold``, ``min-face``),
+    or the field's own name when it is not a command-line option."""
+    return flag(f)[2:] if f.metadata.get("help") else f.name
+
+
+def _cli_type(f):
+    """The CLI's type check of a field: parse the text, then the field's check."""
+    import argparse
+
+    kind = f.metadata.get("type") or type(f.default)
+    check = f.metadata.get("check")
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        try:
+            return check(value) if check is not None else value
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def add_settings_options(parser, groups: Sequence[str]) -> None:
+    """Add one option per Settings field whose ``group`` is in ``groups``, grouped in that
+    order, each with its flag, default, help, metavar and check (``dest``: the field)."""
+    for name in groups:
+        group = parser.add_argument_group(name)
+        for f in fields(Settings):
+            if f.metadata.get("help") and f.metadata.get("group") == name:
+                group.add_argument(flag(f), **_cli_kwargs(f))
+
+
+def _cli_kwargs(f) -> dict[str, Any]:
+    """argparse's arguments for a field: dest, default, help, choices or type, metavar."""
+    meta = f.metadata
+    kw: dict[str, Any] = {"dest": f.name, "default": f.default, "help": meta["help"]}
+    if meta.get("choices"):
+        kw["choices"] = meta["choices"]
+    elif meta.get("check") is not None or meta.get("type") not in (None, str):
+        kw["type"] = _cli_type(f)
+    if meta.get("metavar"):
+        kw["metavar"] = meta["metavar"]
+    return kw
+
+
+def settings_from_args(args) -> Settings:
+    """The Settings of parsed analyze options (every field that is an option)."""
+    return Settings(**{f.name: getattr(args, f.name) for f in fields(Settings)
+                       if f.metadata.get("help")})

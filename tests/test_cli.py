@@ -58,11 +58,45 @@ def test_missing_path_exit_2_one_line(capsys, tmp_path):
 
 @pytest.mark.parametrize("opt", [["--fps", "-1"], ["--fps", "abc"], ["--threshold", "2"],
                                  ["--device", "tpu"], ["--batch-size", "0"], ["--bogus"],
-                                 ["--tta", "sixcrop"]])
+                                 ["--tta", "sixcrop"], ["--min-face", "0"], ["--smoothing", "-1"],
+                                 ["--keyframe-every", "x"], ["--end", "inf"], ["--start", "nan"],
+                                 ["--min-track", "1.5"], ["--executor", "dask"]])
 def test_bad_option_exit_2_one_line(capsys, samples, opt):
     code, _, err = run_main(capsys, "analyze", samples / "pyfeat_single_face.mp4", *opt)
     assert code == 2
     one_line(err)
+
+
+def test_analyze_options_are_the_settings_fields(capsys):
+    """Each analyze setting is written once (settings.Settings): its flag, default and help
+    make the option, and the parsed defaults are Settings' defaults."""
+    from dataclasses import fields
+
+    from fer_video.cli import build_parser
+    from fer_video.settings import NOT_IN_RESULT, Settings, flag, settings_from_args
+
+    assert main(["analyze", "--help"]) == 0
+    text = capsys.readouterr().out
+    options = [f for f in fields(Settings) if f.metadata.get("help")]
+    assert len(options) == 13
+    for f in options:
+        assert flag(f) in text
+    args = build_parser().parse_args(["analyze", "x.mp4"])
+    assert settings_from_args(args) == Settings()
+    assert {f.name: getattr(args, f.name) for f in options} == \
+        {f.name: f.default for f in options}
+    assert NOT_IN_RESULT == {"device", "batch_size", "classify_batch_size", "model"}
+    parsed = build_parser().parse_args(["analyze", "x.mp4", "--threshold", "0.5", "--smoothing",
+                                        "2", "--min-track", "3", "--end", "4"])
+    s = settings_from_args(parsed)
+    assert (s.det_threshold, s.smoothing_window_s, s.min_track, s.end) == (0.5, 2.0, 3, 4.0)
+
+
+def test_the_reuse_rule_ignores_the_speed_only_settings():
+    from fer_video import report_folder
+    from fer_video.settings import NOT_IN_RESULT
+
+    assert set(report_folder._NOT_IN_RESULT) == set(NOT_IN_RESULT)
 
 
 def test_end_before_start_is_usage_error(capsys, samples, model_path):
