@@ -17,12 +17,8 @@ class Inline(Executor):
         plan = plan_threads(workers=1)      # all of this process's cores
         results = []
         for i, job in enumerate(jobs):
-            progress = None
-            if options.on_progress is not None:
-                def progress(done: float, total: float, i=i) -> None:
-                    options.on_progress(i, done, total)
             result = run_job(job.path, out_root, settings, out_subdir=job.out_subdir,
-                             overwrite=options.overwrite, progress=progress,
+                             overwrite=options.overwrite, progress=_progress_of(i, options),
                              rel_path=getattr(job, "rel", None), threads=plan)
             results.append(result)
             options.done(i, result)
@@ -42,3 +38,10 @@ class Local(Executor):
 
     def run(self, jobs: Sequence, out_root, settings, options: Options) -> list:
         return self.resolve(options).run(jobs, out_root, settings, options)
+
+
+def _progress_of(index: int, options: Options):
+    """run_job's progress callback for job ``index``: ``options.on_progress`` with its index."""
+    if options.on_progress is None:
+        return None
+    return lambda done, total: options.on_progress(index, done, total)
