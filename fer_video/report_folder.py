@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .settings import Settings
+from .settings import NOT_IN_RESULT, Settings
 
 if TYPE_CHECKING:       # no run-time import: pipeline and report folder stay independent
     from .pipeline import VideoResult
@@ -193,7 +193,7 @@ RESULTS_VERSION = 5
 IDENTITY_SPAN = 64 * 1024
 
 # Settings that only change speed, not the report's numbers; the model is compared by hash.
-_NOT_IN_RESULT = {"device", "batch_size", "classify_batch_size", "model"}
+_NOT_IN_RESULT = NOT_IN_RESULT   # from the Settings fields' affects_result=False
 # Settings added after reports existed: a report without one was made with its value here.
 _ADDED_LATER = {"tta": "none"}
 
