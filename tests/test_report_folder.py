@@ -34,10 +34,11 @@ def test_a_fresh_and_a_reused_report_give_the_same_summary_row(samples, settings
     from fer_video.job import run_job
 
     settings = settings_for(fps=2.0)
-    fresh, skipped = run_job(samples / "pyfeat_single_face.mp4", tmp_path, settings)
-    assert not skipped and fresh.status == "ok"
-    again, skipped = run_job(samples / "pyfeat_single_face.mp4", tmp_path, settings)
-    assert skipped
+    first = run_job(samples / "pyfeat_single_face.mp4", tmp_path, settings)
+    assert not first.reused and first.row.status == "ok"
+    second = run_job(samples / "pyfeat_single_face.mp4", tmp_path, settings)
+    assert second.reused
+    fresh, again = first.row, second.row
     keep = ("input", "status", "reason", "duration_s", "n_faces", "dominant", "report")
     assert [getattr(again, k) for k in keep] == [getattr(fresh, k) for k in keep]
 
