@@ -540,7 +540,7 @@ class _GuidedDetect:
     """
 
     def __init__(self, detector, every: int, tracks: "_TrackAndCrop", on_frame: Callable):
-        from .detect import Keyframes
+        from .keyframes import Keyframes
 
         self._detector = detector
         self._tracks = tracks

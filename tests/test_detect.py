@@ -206,7 +206,7 @@ def test_networks_match_facenet_pytorch(detector):
 
 def test_max_pool_matches_torch():
     import torch
-    from fer_video.detect import _max_pool_2x2_ceil
+    from fer_video.mtcnn import max_pool_2x2_ceil as _max_pool_2x2_ceil
     torch.manual_seed(0)
     for shape in [(2, 10, 8, 12), (1, 10, 7, 9), (1, 10, 6, 5), (1, 10, 1, 1)]:
         x = torch.randn(*shape).contiguous(memory_format=torch.channels_last)
@@ -226,7 +226,7 @@ def _random_boxes(n, seed, span, max_size, groups):
 def test_nms_matches_torchvision():
     import torch
     from torchvision.ops import batched_nms
-    from fer_video.detect import _batched_nms
+    from fer_video.mtcnn import batched_nms as _batched_nms
     boxes, scores, inds = _random_boxes(400, seed=0, span=200, max_size=40, groups=3)
     for thr in (0.3, 0.5, 0.7):
         assert torch.equal(_batched_nms(boxes, scores, inds, thr), batched_nms(boxes, scores, inds, thr))
@@ -234,7 +234,7 @@ def test_nms_matches_torchvision():
 
 def test_min_nms_matches_facenet_pytorch():
     from facenet_pytorch.models.utils.detect_face import batched_nms_numpy
-    from fer_video.detect import _batched_nms
+    from fer_video.mtcnn import batched_nms as _batched_nms
     boxes, scores, inds = _random_boxes(200, seed=1, span=150, max_size=50, groups=2)
     ours = _batched_nms(boxes, scores, inds, 0.7, mode="min")
     theirs = batched_nms_numpy(boxes, scores, inds, 0.7, "Min")
@@ -244,7 +244,7 @@ def test_min_nms_matches_facenet_pytorch():
 def test_crops_match_roi_align():
     import torch
     from torchvision.ops import roi_align
-    from fer_video.detect import _crop_resize
+    from fer_video.mtcnn import crop_resize as _crop_resize
     g = torch.Generator().manual_seed(2)
     level = torch.rand(2, 3, 60, 80, generator=g)
     edges = torch.tensor([[10.0, 5.0, 34.0, 29.0], [20.3, 11.7, 70.9, 58.2], [0.5, 0.5, 30.0, 30.0]])
