@@ -9,13 +9,16 @@ Conventions (see ``records.py``): ``time_s`` is the frame's presentation time in
 from the stream's first frame (its ``start_time``); ``frame_index`` is the 0-based position
 of the frame among all decoded frames in presentation order; images are upright (the
 container's display rotation is applied) HxWx3 uint8 RGB.
+
+``probe`` and the stream helpers it shares with the sampler are in :mod:`fer_video.probe`
+(re-exported here), the file checks and the reasons a file cannot be opened in
+:mod:`fer_video.input_file`; this module samples frames and tells a stream cut short
+(truncated) from one broken in the middle (corrupt). FFmpeg decodes with one thread per
+stream in every mode: why, at :func:`fer_video.probe.configure_decoder`.
 """
 from __future__ import annotations
 
-import errno
 import math
-import os
-import stat
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, Optional
@@ -23,394 +26,14 @@ from typing import Iterator, Optional
 import numpy as np
 
 from .errors import InputError
-from .media import IMAGE_EXTENSIONS  # stills go to Pillow, the rest to FFmpeg (one table)
+from .input_file import container_kind, ffmpeg_message, ffmpeg_url, import_av, open_container
+from .media import IMAGE_EXTENSIONS  # re-exported: stills go to Pillow, the rest to FFmpeg
+from .probe import (configure_decoder, declared_video_duration, first_frame, image_rgb, probe,
+                    video_stream)
 from .records import SampledFrame, VideoInfo
-
-# Pillow format name -> the FFmpeg codec name, so stills and videos name codecs alike.
-_PIL_CODECS = {"JPEG": "mjpeg", "MPO": "mjpeg", "PNG": "png", "BMP": "bmp", "WEBP": "webp",
-               "TIFF": "tiff", "GIF": "gif", "PPM": "ppm"}
-# EXIF orientation -> clockwise rotation needed to show the image upright (mirrored ones
-# 2/4/5/7 also flip; ImageOps.exif_transpose does both).
-_EXIF_ROTATION = {1: 0, 2: 0, 3: 180, 4: 180, 5: 90, 6: 90, 7: 270, 8: 270}
 
 _EPS = 1e-6          # seconds: float slack when comparing frame times with sampling targets
 
-
-# FFmpeg decoding threads per stream: one, in every mode (in-process, --jobs N workers, Ray
-# tasks; ``threads.ThreadPlan.decode_threads``), and not a setting: it shapes results. With
-# frame threading, a damaged stream's error concealment (which reference a broken frame is
-# patched from) and the point where errors surface depend on the number of threads, so a
-# corrupt clip decoded to other pixels (and other faces) with --jobs 1 than in a one-core
-# worker. Measured on a 1080p H.264 clip: one thread decodes ~150 frames/s, far faster than
-# detection, so nothing waits for it. The probe always decodes its first frame with one.
-
-
-# ----------------------------------------------------------------------------- probe
-
-def probe(path) -> VideoInfo:
-    """Check that ``path`` is a readable video (or still image) and describe it.
-
-    Decodes the first video frame: that proves the stream can be decoded and gives the
-    display rotation (PyAV exposes the display matrix on frames, not on streams). A video
-    stream of exactly one frame (a one-frame GIF) is a still image (``is_image``, duration
-    and fps 0; :func:`_one_frame`), so it gets the image defaults, like a PNG.
-
-    Raises ``InputError`` for: a missing path or a directory, anything but a regular file
-    (a FIFO, device or socket, a broken or looping symbolic link), a zero-byte file, a file that
-    is not a recognised video/image (e.g. text named ``.mp4``), a corrupt or truncated
-    container, a file with no video stream (audio only; cover art does not count), or a
-    video stream of which not one frame can be decoded.
-    """
-    p = _check_file(path)
-    if p.suffix.lower() in IMAGE_EXTENSIONS:
-        return _probe_image(p)
-    av = _import_av()
-    container = _open_container(p, av)
-    try:
-        return _probe_video(p, container, av)
-    except (InputError, MemoryError):
-        raise
-    except Exception:     # PyAV tripping over malformed data (e.g. a stream with no codec)
-        raise InputError(p, f"{_container_kind(p)}: its video stream cannot be read") from None
-    finally:
-        container.close()
-
-
-def _probe_video(p: Path, container, av) -> VideoInfo:
-    """``probe`` of an opened container (closed by the caller)."""
-    if _is_image_format(container):
-        return _probe_image(p)
-    stream = _video_stream(p, container)
-    first = _first_frame(p, container, stream, av)
-    rotation = _rotation_cw(first)
-    w, h = first.width, first.height
-    if rotation in (90, 270):
-        w, h = h, w
-    still = _one_frame(p, container, stream, av)
-    return VideoInfo(
-        path=str(p),
-        size_bytes=p.stat().st_size,
-        container=container.format.name,
-        codec=_codec_name(stream),
-        width=int(w),
-        height=int(h),
-        rotation=rotation,
-        fps=0.0 if still else _average_fps(stream),
-        duration_s=0.0 if still else _duration_s(stream, container),
-        is_image=still,
-    )
-
-
-def _one_frame(p: Path, container, stream, av) -> bool:
-    """Whether the video stream holds exactly one frame (a one-frame GIF, a video of one
-    frame): such an input is a still image, like a PNG, not a one-frame video.
-
-    Counted by demuxing a second handle on the file (no decoding), up to the second
-    packet, unless the container already says there are more (``stream.frames`` > 1).
-    A stream of one packet that its container declares longer than that frame by more than
-    the sampler's truncation slack is a video cut short, not a still: it stays a video so
-    that sampling reports it truncated. Anything unreadable here: not a still (the
-    sampler then reports what is wrong)."""
-    if stream.frames and stream.frames > 1:
-        return False
-    try:
-        handle = av.open(ffmpeg_url(p), metadata_errors="ignore")
-    except Exception:
-        return False
-    try:
-        video = [s for s in handle.streams if s.index == stream.index][0]
-        tb = video.time_base or Fraction(1, 1_000_000)
-        packets = []
-        for packet in handle.demux(video):
-            if packet.size == 0 or packet.is_discard:   # the final flush packet; preroll
-                continue
-            packets.append(packet)
-            if len(packets) > 1:
-                return False
-        if len(packets) != 1:
-            return False
-        declared = _declared_video_duration(video, tb)
-        if declared is None and container.duration and len(container.streams) == 1:
-            declared = container.duration / 1_000_000   # AV_TIME_BASE
-        if declared is None:
-            return True
-        pkt = packets[0]
-        origin = video.start_time if video.start_time is not None else (pkt.pts or 0)
-        end = float(((pkt.pts if pkt.pts is not None else origin) - origin
-                     + (pkt.duration or 0)) * tb)
-        nominal = 1.0 / _average_fps(video) if _average_fps(video) > 0 else 0.04
-        return declared - end <= max(1.0, 0.05 * declared, 10 * nominal)
-    except (MemoryError, KeyboardInterrupt):
-        raise
-    except Exception:
-        return False
-    finally:
-        handle.close()
-
-
-def _check_file(path) -> Path:
-    """``path`` as a Path if it names a non-empty regular file this process can read.
-
-    Only regular files are opened (a symbolic link counts as its target): a FIFO would
-    block ``open()`` until someone writes to it, a device or socket is not a video, and
-    a directory only looks like one by its name. The file is opened non-blocking and
-    checked again on the open descriptor, so a FIFO put in its place meanwhile cannot
-    hang the run either. Every refusal is an ``InputError`` with a one-line reason.
-    """
-    p = Path(path)
-    try:
-        st = os.stat(p)
-    except FileNotFoundError:
-        if os.path.islink(p):
-            raise InputError(p, f"broken symbolic link: its target {os.readlink(p)} "
-                                "does not exist") from None
-        raise InputError(p, "file not found") from None
-    except PermissionError:
-        raise InputError(p, "permission denied") from None
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise InputError(p, "symbolic link loop: the link leads back to itself") from None
-        raise InputError(p, f"cannot read file: {e.strerror or e}") from None
-    _check_regular(p, st)        # before opening: opening a FIFO or a device is not harmless
-    try:
-        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except PermissionError:
-        raise InputError(p, "permission denied") from None
-    except OSError as e:
-        raise InputError(p, f"cannot read file: {e.strerror or e}") from None
-    try:
-        st = os.fstat(fd)
-    finally:
-        os.close(fd)
-    _check_regular(p, st)
-    if st.st_size == 0:
-        raise InputError(p, "empty file (0 bytes)")
-    return p
-
-
-def _check_regular(p: Path, st: os.stat_result) -> None:
-    if stat.S_ISDIR(st.st_mode):
-        raise InputError(p, "is a directory, not a video file")
-    if not stat.S_ISREG(st.st_mode):
-        raise InputError(p, f"not a regular file: {_file_kind(st.st_mode)}")
-
-
-def _file_kind(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISCHR(mode):
-        return "a character device"
-    if stat.S_ISBLK(mode):
-        return "a block device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "an unknown kind of file"
-
-
-def _import_av():
-    try:
-        import av
-    except ImportError as e:  # a dependency of the package: only a broken install lacks it
-        from .errors import SetupError
-        raise SetupError(f"PyAV is not installed ({e}); run: pip install 'av>=12'") from None
-    return av
-
-
-def ffmpeg_url(p) -> str:
-    """The name to hand FFmpeg for the local file ``p``: ``"file:"`` + its absolute path.
-
-    FFmpeg reads a name as ``protocol:rest`` when what precedes the first ``:`` looks like a
-    protocol, so a file named ``2024-01-01T10:30:00.mp4`` fails ("Protocol not found") and
-    one named ``file:clip.mp4`` or ``http:x.mp4`` would open another file or the network.
-    The ``file:`` protocol takes the rest verbatim, and an absolute path starts with ``/``:
-    whatever the name, FFmpeg opens exactly this file.
-    """
-    return "file:" + os.path.abspath(os.fspath(p))
-
-
-def _open_container(p: Path, av):
-    try:
-        return av.open(ffmpeg_url(p), metadata_errors="ignore")
-    except av.error.EOFError:
-        raise InputError(p, "truncated file: it ends inside the container header") from None
-    except av.error.InvalidDataError:
-        raise InputError(p, _why_unreadable(p)) from None
-    except av.error.FFmpegError as e:
-        raise InputError(p, f"cannot open as a video: {_ffmpeg_message(e)}") from None
-    except (MemoryError, KeyboardInterrupt):
-        raise
-    except Exception:     # PyAV itself failing on a malformed header
-        raise InputError(p, _why_unreadable(p)) from None
-
-
-def _container_kind(p: Path) -> str:
-    """"corrupt <kind> container", the kind read from the file's first bytes."""
-    try:
-        with open(p, "rb") as f:
-            head = f.read(16)
-    except OSError:
-        head = b""
-    for magic, at, kind in ((b"ftyp", 4, "MP4/MOV"), (b"\x1aE\xdf\xa3", 0, "Matroska/WebM"),
-                            (b"RIFF", 0, "RIFF (AVI)"), (b"FLV", 0, "FLV"),
-                            (b"\x00\x00\x01\xba", 0, "MPEG-PS"), (b"OggS", 0, "Ogg")):
-        if head[at:at + len(magic)] == magic:
-            return f"corrupt {kind} container"
-    return "corrupt container"
-
-
-def _why_unreadable(p: Path) -> str:
-    """A specific reason for a file FFmpeg cannot even open, from its first bytes."""
-    with open(p, "rb") as f:
-        head = f.read(4096)
-    if head[4:8] == b"ftyp":
-        return "corrupt or truncated MP4/MOV file (its index, the 'moov' box, is missing or damaged)"
-    if head[:4] == b"\x1aE\xdf\xa3":
-        return "corrupt or truncated Matroska/WebM file"
-    if head[:4] == b"RIFF":
-        return "corrupt or truncated RIFF (AVI/WAV) file"
-    if _looks_like_text(head):
-        return "not a video: the file contains text"
-    return "not a video file FFmpeg recognises (unknown format, or corrupt)"
-
-
-def _looks_like_text(head: bytes) -> bool:
-    if not head or b"\x00" in head:
-        return False
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        try:
-            text = head[:-3].decode("utf-8")   # a multi-byte character cut at the end
-        except UnicodeDecodeError:
-            return False
-    printable = sum(ch.isprintable() or ch in "\r\n\t" for ch in text)
-    return printable >= 0.95 * len(text)
-
-
-def _ffmpeg_message(e) -> str:
-    return getattr(e, "strerror", None) or str(e)
-
-
-def _is_image_format(container) -> bool:
-    """FFmpeg opened a still image (e.g. a PNG with a video extension)."""
-    name = container.format.name
-    return name == "image2" or (name.endswith("_pipe") and name != "gif_pipe")
-
-
-def _video_stream(p: Path, container):
-    """The first real video stream; cover art (attached pictures) does not count."""
-    import av
-    streams = [s for s in container.streams.video
-               if not (s.disposition & av.stream.Disposition.attached_pic)]
-    if streams:
-        return streams[0]
-    audio = [_codec_name(s) for s in container.streams.audio if s.codec_context]
-    if audio:
-        art = " with cover art" if container.streams.video else ""
-        return _raise(p, f"no video stream (audio-only file{art}: {', '.join(audio)})")
-    return _raise(p, "no video stream in the file")
-
-
-def _codec_name(stream) -> str:
-    """The codec's canonical name ("mp3", "h264"), not the decoder's ("mp3float"); "unknown"
-    for a stream FFmpeg has no decoder for (no codec context)."""
-    ctx = stream.codec_context
-    if ctx is None:
-        return "unknown"
-    return getattr(ctx.codec, "canonical_name", None) or ctx.name or "unknown"
-
-
-def _raise(p, reason):
-    raise InputError(p, reason)
-
-
-def _configure_decoder(stream, threads: int = 1) -> None:
-    """Decode ``stream`` the one way every mode does (``threads`` FFmpeg threads, one in
-    every mode; no frame threads)."""
-    stream.thread_type = "SLICE"
-    stream.codec_context.thread_count = int(threads)
-
-
-def _first_frame(p: Path, container, stream, av):
-    _configure_decoder(stream)
-    try:
-        for frame in container.decode(stream):
-            return frame
-    except av.error.FFmpegError as e:
-        raise InputError(p, f"video stream cannot be decoded ({_codec_name(stream)}): "
-                            f"{_ffmpeg_message(e)}") from None
-    except (MemoryError, KeyboardInterrupt):
-        raise
-    except Exception:     # PyAV failing on malformed data (e.g. a stream the header lacked)
-        raise InputError(p, f"{_container_kind(p)}: no decodable video frame") from None
-    raise InputError(p, "no decodable video frame (file truncated or corrupt)")
-
-
-def _rotation_cw(frame) -> int:
-    """Clockwise degrees (0/90/180/270) the stored frame must turn to be shown upright.
-
-    PyAV's ``VideoFrame.rotation`` is the display matrix's counter-clockwise angle in
-    [-180, 180] (FFmpeg's ``av_display_rotation_get``); a phone's portrait clip reads -90.
-    """
-    ccw = getattr(frame, "rotation", 0) or 0
-    return int(round(-ccw / 90.0)) % 4 * 90
-
-
-def _average_fps(stream) -> float:
-    for rate in (stream.average_rate, stream.guessed_rate):
-        if rate:
-            return float(rate)
-    return 0.0
-
-
-def _duration_s(stream, container) -> float:
-    if stream.duration and stream.time_base:
-        return float(stream.duration * stream.time_base)
-    if container.duration:
-        return container.duration / 1_000_000  # AV_TIME_BASE
-    if stream.frames and stream.average_rate:
-        return float(stream.frames / stream.average_rate)
-    return 0.0
-
-
-def _probe_image(p: Path) -> VideoInfo:
-    img, fmt, rotation = _read_image(p, load=True)   # decoding proves the data is whole
-    w, h = img.size
-    if rotation in (90, 270):
-        w, h = h, w
-    return VideoInfo(path=str(p), size_bytes=p.stat().st_size, container="image",
-                     codec=_PIL_CODECS.get(fmt, fmt.lower()), width=w, height=h,
-                     rotation=rotation, fps=0.0, duration_s=0.0, is_image=True)
-
-
-def _read_image(p: Path, load: bool):
-    from PIL import Image, UnidentifiedImageError
-    try:
-        img = Image.open(p)
-        fmt = img.format or "image"
-        orientation = img.getexif().get(0x0112, 1)
-        if load:
-            img.load()
-    except UnidentifiedImageError:
-        raise InputError(p, "not an image Pillow can read (unknown format or corrupt)") from None
-    except Image.DecompressionBombError as e:
-        raise InputError(p, f"image too large to analyse safely: {e}") from None
-    except (OSError, SyntaxError, ValueError) as e:  # truncated/damaged image data
-        raise InputError(p, f"corrupt or truncated image: {e}") from None
-    return img, fmt, _EXIF_ROTATION.get(orientation, 0)
-
-
-def _image_rgb(p: Path) -> np.ndarray:
-    from PIL import ImageOps
-    img, _, _ = _read_image(p, load=True)
-    try:
-        img = ImageOps.exif_transpose(img)
-        return np.array(img.convert("RGB"))   # a writeable copy, like video frames
-    except (OSError, ValueError) as e:
-        raise InputError(p, f"corrupt or truncated image: {e}") from None
-
-
-# ----------------------------------------------------------------------------- sample
 
 def sample_frames(path, fps: Optional[float] = 5.0, start: float = 0.0,
                   end: Optional[float] = None, info: Optional[VideoInfo] = None,
@@ -467,7 +90,7 @@ def sample_frames(path, fps: Optional[float] = 5.0, start: float = 0.0,
 
 def _sample_image(p: Path, start: float, end: Optional[float]) -> Iterator[SampledFrame]:
     if start <= _EPS:   # a still is one frame at t = 0
-        yield SampledFrame(frame_index=0, time_s=0.0, image=_image_rgb(p))
+        yield SampledFrame(frame_index=0, time_s=0.0, image=image_rgb(p))
 
 
 def _sample_one_frame(p: Path, start: float, threads: int = 1) -> Iterator[SampledFrame]:
@@ -475,12 +98,12 @@ def _sample_one_frame(p: Path, start: float, threads: int = 1) -> Iterator[Sampl
     FFmpeg as a video's frames are, at t = 0 like any still."""
     if start > _EPS:
         return
-    av = _import_av()
-    container = _open_container(p, av)
+    av = import_av()
+    container = open_container(p, av)
     try:
-        stream = _video_stream(p, container)
-        _configure_decoder(stream, threads)
-        frame = _first_frame(p, container, stream, av)
+        stream = video_stream(p, container)
+        configure_decoder(stream, threads)
+        frame = first_frame(p, container, stream, av)
         image = _to_rgb(frame, av.video.reformatter.VideoReformatter())
         del frame
     finally:
@@ -490,7 +113,7 @@ def _sample_one_frame(p: Path, start: float, threads: int = 1) -> Iterator[Sampl
 
 def _sample_video(p: Path, info: VideoInfo, fps: float, start: float,
                   end: Optional[float], threads: int = 1) -> Iterator[SampledFrame]:
-    av = _import_av()
+    av = import_av()
     origin = None       # pts of the stream's first frame, in time_base units
     index = 0           # frame_index of the next frame at or after `start`
     seek_to = None
@@ -498,9 +121,9 @@ def _sample_video(p: Path, info: VideoInfo, fps: float, start: float,
         counted = _count_frames_before(p, start, av)
         if counted is not None:
             index, origin, seek_to = counted
-    container = _open_container(p, av)
+    container = open_container(p, av)
     try:
-        stream = _video_stream(p, container)
+        stream = video_stream(p, container)
         tb = stream.time_base or Fraction(1, 1_000_000)
         if origin is None:
             origin = stream.start_time
@@ -511,12 +134,12 @@ def _sample_video(p: Path, info: VideoInfo, fps: float, start: float,
                 seeked = True
             except av.error.FFmpegError:   # cannot seek: decode from the beginning
                 container.close()
-                container = _open_container(p, av)
-                stream = _video_stream(p, container)
+                container = open_container(p, av)
+                stream = video_stream(p, container)
                 index = 0
         if not seeked:
             index = 0
-        _configure_decoder(stream, threads)
+        configure_decoder(stream, threads)
         step = 1.0 / fps if fps > 0 else 0.0
         nominal = 1.0 / info.fps if info.fps > 0 else 0.04
 
@@ -537,12 +160,12 @@ def _sample_video(p: Path, info: VideoInfo, fps: float, start: float,
                     _check_complete(p, container, stream, tb, last_time, decoded, nominal,
                                     start, av)               # truncated, if it ends early
                 _stream_broken(p, last_time, decoded,
-                               f"the video stream is corrupt ({_ffmpeg_message(e)})")
+                               f"the video stream is corrupt ({ffmpeg_message(e)})")
             except (MemoryError, KeyboardInterrupt):
                 raise
             except Exception:   # PyAV failing on malformed data, e.g. a stream appearing
                 _stream_broken(p, last_time, decoded,   # mid-file that the header lacked
-                               f"{_container_kind(p)} (its data cannot be demuxed)")
+                               f"{container_kind(p)} (its data cannot be demuxed)")
             decoded += 1
             pts = frame.pts if frame.pts is not None else frame.dts
             if origin is None:
@@ -606,7 +229,7 @@ def _check_complete(p, container, stream, tb, last_time, decoded, nominal, start
     def slack(expected: float) -> float:
         return max(1.0, 0.05 * expected, 10 * nominal)
 
-    expected = _declared_video_duration(stream, tb)
+    expected = declared_video_duration(stream, tb)
     if expected is None and container.duration and container.duration > 0:
         expected = container.duration / 1_000_000   # AV_TIME_BASE
         if expected > start and expected - end > slack(expected) and len(container.streams) > 1:
@@ -631,21 +254,6 @@ def _no_packet_left(container, stream) -> bool:
     except Exception:
         return False
     return True
-
-
-def _declared_video_duration(stream, tb) -> Optional[float]:
-    """Seconds the video stream says it lasts (its own duration or DURATION tag), or None."""
-    if stream.duration and tb:
-        return float(stream.duration * tb)
-    tag = {k.upper(): v for k, v in (stream.metadata or {}).items()}.get("DURATION")
-    if tag:
-        try:
-            h, m, sec = str(tag).strip().split(":")
-            value = int(h) * 3600 + int(m) * 60 + float(sec)
-        except ValueError:
-            return None
-        return value if math.isfinite(value) and value > 0 else None
-    return None
 
 
 def _data_end_s(p: Path, av, video, reached: float) -> Optional[float]:
@@ -691,7 +299,7 @@ def _count_frames_before(p: Path, start: float, av):
     except av.error.FFmpegError:
         return None
     try:
-        stream = _video_stream(p, container)
+        stream = video_stream(p, container)
         tb = stream.time_base
         origin = stream.start_time
         if not tb:

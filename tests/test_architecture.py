@@ -55,8 +55,8 @@ def test_lower_layers_never_import_higher_ones():
     graph = _graph()
     assert "executors" in graph and "ray_executor" not in graph
     above_pipeline = {"job", "batch", "report_folder", "executors", "cli", "api"}
-    for stage in ("records", "errors", "threads", "atomic", "decode", "detect", "mtcnn",
-                  "keyframes", "track", "aggregate", "classify"):
+    for stage in ("records", "errors", "threads", "atomic", "decode", "probe", "input_file",
+                  "detect", "mtcnn", "keyframes", "track", "aggregate", "classify"):
         assert not graph[stage] & (above_pipeline | {"pipeline"}), stage
     assert not graph["pipeline"] & above_pipeline
     assert not graph["report_folder"] & {"pipeline", "job", "batch", "executors"}
