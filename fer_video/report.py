@@ -1,36 +1,33 @@
 """Reports: ``<stem>.frames.csv``, ``<stem>.json``, ``<stem>.html``; for folders ``index.html``
 and ``summary.csv``. Every number written here is defined in docs/outputs.md.
 
-All files are written atomically (``fer_video.atomic``). The HTML is self-contained: no
-network access, charts are inline SVG generated here, thumbnails inline base64 JPEG.
+This module writes the tables and the JSON: frames.csv, summary.csv (``SummaryRow``), the
+CSV cell rules (:func:`csv_text`: no cell a spreadsheet would run as a formula; RFC 4180
+quoting) and ``<stem>.json``. The HTML pages are :mod:`fer_video.report_html` (charts:
+:mod:`fer_video.charts`); their public names are re-exported here, so callers import every
+writer from ``report``. All files are written atomically (``fer_video.atomic``).
 """
 from __future__ import annotations
 
-import base64
 import json
 import math
 import os
-import re
-import dataclasses
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Iterable, Optional
-from urllib.parse import quote
 
-import jinja2
 import numpy as np
 import pandas as pd
-from markupsafe import Markup, escape
 
 from .atomic import atomic_write_text, visible_text
-from .labels import canonical_emotion
+from .charts import MAX_CHART_POINTS  # re-exported
 from .records import DetectionStats, FacePrediction, FaceSummary, VideoInfo
+from .report_html import (display_text, emotion_colors, fmt_bytes, fmt_seconds,  # re-exported
+                          format_label, shown_name, write_html, write_index_html)
 
 REPORT_SCHEMA_VERSION = 1
 BASE_COLUMNS = ["time_s", "frame_index", "face_id", "x1", "y1", "x2", "y2", "det_score"]
 SUMMARY_COLUMNS = ["input", "status", "reason", "duration_s", "n_faces", "dominant", "report",
                    "wall_s"]
-MAX_CHART_POINTS = 240   # per face; longer tracks are averaged into this many points
 
 # ------------------------------------------------------------------ frames table
 
@@ -215,342 +212,6 @@ def write_json(obj: Any, path: str | os.PathLike) -> None:
     atomic_write_text(path, text + "\n")
 
 
-# ------------------------------------------------------------------ colours
-
-_KNOWN_COLORS = {
-    "angry": "#d62728", "disgust": "#5a9e32", "fear": "#8c4fc4", "happy": "#f2b100",
-    "sad": "#2f6fd0", "surprise": "#f27c1c", "neutral": "#8e9aaf", "contempt": "#17a3b8",
-}
-_FALLBACK = ["#e377c2", "#17becf", "#bcbd22", "#7f3c8d", "#11a579", "#3969ac", "#f2b701",
-             "#e73f74", "#80ba5a", "#e68310", "#008695", "#cf1c90"]
-
-
-def emotion_colors(classes: Iterable[str]) -> dict[str, str]:
-    """A fixed colour per class: well-known emotion names, in any spelling
-    :func:`fer_video.labels.canonical_emotion` knows, get their usual colour."""
-    out: dict[str, str] = {}
-    used: set[str] = set()
-    rest = []
-    for c in classes:
-        key = canonical_emotion(c)
-        if key in _KNOWN_COLORS and _KNOWN_COLORS[key] not in used:
-            out[c] = _KNOWN_COLORS[key]
-            used.add(out[c])
-        else:
-            rest.append(c)
-    spare = [col for col in _FALLBACK + list(_KNOWN_COLORS.values()) if col not in used]
-    for i, c in enumerate(rest):
-        out[c] = spare[i % len(spare)]
-    return out
-
-
-# ------------------------------------------------------------------ SVG charts
-
-def _nice_step(span: float, target: int = 8) -> float:
-    if span <= 0:
-        return 1.0
-    raw = span / target
-    mag = 10 ** math.floor(math.log10(raw))
-    for m in (1, 2, 5, 10):
-        if m * mag >= raw:
-            return m * mag
-    return 10 * mag
-
-
-def _fmt_tick(v: float, step: float) -> str:
-    decimals = max(0, -int(math.floor(math.log10(step)))) if step < 1 else 0
-    return f"{v:.{decimals}f}"
-
-
-def _downsample(times: np.ndarray, probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Average consecutive samples into at most ``k`` points."""
-    n = len(times)
-    if n <= k:
-        return times, probs
-    edges = np.linspace(0, n, k + 1).round().astype(int)
-    t = np.array([times[a:b].mean() for a, b in zip(edges[:-1], edges[1:])])
-    p = np.array([probs[a:b].mean(axis=0) for a, b in zip(edges[:-1], edges[1:])])
-    return t, p
-
-
-def _runs(times: np.ndarray, step: float) -> list[slice]:
-    if len(times) == 0:
-        return []
-    if step > 0:
-        cuts = np.nonzero(np.diff(times) > 2 * step + 1e-9)[0] + 1
-    else:
-        cuts = np.zeros(0, dtype=int)
-    b = [0, *cuts.tolist(), len(times)]
-    return [slice(x, y) for x, y in zip(b[:-1], b[1:])]
-
-
-def _f(v: float) -> str:
-    s = f"{v:.1f}"
-    return s[:-2] if s.endswith(".0") else s
-
-
-class _Chart:
-    W, H = 760, 206
-    L, R, T = 44, 14, 10
-    PLOT_B = 148          # bottom of the probability area
-    STRIP_T, STRIP_B = 156, 170
-    LABEL_Y = 186
-
-    def __init__(self, x_max: float):
-        self.x_max = x_max if x_max > 0 else 1.0
-
-    def x(self, t: float) -> float:
-        return self.L + (self.W - self.L - self.R) * min(max(t, 0.0), self.x_max) / self.x_max
-
-    def y(self, p: float) -> float:
-        return self.PLOT_B - (self.PLOT_B - self.T) * p
-
-
-def timeline_svg(times: np.ndarray, probs: np.ndarray, classes: list[str],
-                 colors: dict[str, str], step: float, x_max: float, segments,
-                 label: str = "") -> Markup:
-    """Stacked-area chart of class probabilities over time (one filled path per class), the
-    smoothed segments as a strip under it, time axis in seconds and a probability axis."""
-    ch = _Chart(x_max)
-    order = np.argsort(times, kind="stable")
-    times, probs = times[order], probs[order]
-    out: list[str] = [
-        f'<svg class="timeline" viewBox="0 0 {ch.W} {ch.H}" width="100%" role="img" '
-        f'aria-label="{escape(label)}" xmlns="http://www.w3.org/2000/svg">',
-        f'<rect x="{ch.L}" y="{ch.T}" width="{ch.W - ch.L - ch.R}" height="{ch.PLOT_B - ch.T}" '
-        f'class="plotbg"/>',
-    ]
-    # Downsample each run in proportion to its length (runs keep their gaps).
-    runs = _runs(times, step)
-    budget = MAX_CHART_POINTS
-    paths: list[list[str]] = [[] for _ in classes]
-    for run in runs:
-        t, p = times[run], probs[run]
-        k = max(1, int(round(budget * len(t) / max(1, len(times)))))
-        t, p = _downsample(t, p, k)
-        end = min(t[-1] + step, ch.x_max) if step > 0 else t[-1]
-        if end > t[-1]:   # hold the last value for one sampling step
-            t = np.append(t, end)
-            p = np.vstack([p, p[-1:]])
-        elif len(t) == 1:  # a lone sample with no step: a thin bar
-            t = np.array([t[0], t[0]])
-            p = np.vstack([p, p])
-        xs = [ch.x(v) for v in t]
-        if len(t) == 2 and xs[1] - xs[0] < 2:
-            xs[1] = xs[0] + 2
-        cum = np.hstack([np.zeros((len(t), 1)), np.cumsum(p, axis=1)])
-        cum = np.clip(cum / np.maximum(cum[:, -1:], 1e-12), 0, 1)
-        for c in range(len(classes)):
-            lo, hi = cum[:, c], cum[:, c + 1]
-            if float((hi - lo).max()) < 1e-4:
-                continue
-            top = " L".join(f"{_f(x)},{_f(ch.y(v))}" for x, v in zip(xs, hi))
-            bot = " L".join(f"{_f(x)},{_f(ch.y(v))}" for x, v in zip(reversed(xs), lo[::-1]))
-            paths[c].append(f"M{top} L{bot} Z")
-    for c, cls in enumerate(classes):
-        if paths[c]:
-            out.append(f'<path class="area" d="{" ".join(paths[c])}" fill="{colors[cls]}">'
-                       f'<title>{escape(cls)}</title></path>')
-    # Grid and y axis.
-    for v in (0.0, 0.25, 0.5, 0.75, 1.0):
-        y = _f(ch.y(v))
-        out.append(f'<line class="grid" x1="{ch.L}" x2="{ch.W - ch.R}" y1="{y}" y2="{y}"/>')
-        if v in (0.0, 0.5, 1.0):
-            out.append(f'<text class="tick" x="{ch.L - 6}" y="{y}" text-anchor="end" '
-                       f'dominant-baseline="middle">{v:g}</text>')
-    out.append(f'<text class="axis-title" x="12" y="{_f((ch.T + ch.PLOT_B) / 2)}" '
-               f'transform="rotate(-90 12 {_f((ch.T + ch.PLOT_B) / 2)})" '
-               f'text-anchor="middle">probability</text>')
-    # Absences (gaps between runs).
-    for a, b in zip(runs[:-1], runs[1:]):
-        g0, g1 = ch.x(times[a.stop - 1] + step), ch.x(times[b.start])
-        if g1 - g0 > 80:
-            out.append(f'<text class="gap" x="{_f((g0 + g1) / 2)}" y="{_f(ch.y(0.5))}" '
-                       f'text-anchor="middle" dominant-baseline="middle">not detected</text>')
-    # Segment strip.
-    out.append(f'<rect class="stripbg" x="{ch.L}" y="{ch.STRIP_T}" width="{ch.W - ch.L - ch.R}" '
-               f'height="{ch.STRIP_B - ch.STRIP_T}"/>')
-    for s in segments:
-        x0, x1 = ch.x(s.start_s), ch.x(s.end_s)
-        out.append(f'<rect x="{_f(x0)}" y="{ch.STRIP_T}" width="{_f(max(x1 - x0, 1.0))}" '
-                   f'height="{ch.STRIP_B - ch.STRIP_T}" fill="{colors.get(s.emotion, "#999")}">'
-                   f'<title>{escape(s.emotion)}: {s.start_s:.2f}–{s.end_s:.2f} s</title></rect>')
-    out.append(f'<text class="tick" x="{ch.L - 6}" y="{(ch.STRIP_T + ch.STRIP_B) / 2}" '
-               f'text-anchor="end" dominant-baseline="middle">seg.</text>')
-    # X axis in seconds.
-    tick = _nice_step(ch.x_max)
-    n_ticks = int(math.floor(ch.x_max / tick + 1e-9))
-    for i in range(n_ticks + 1):
-        v = i * tick
-        x = _f(ch.x(v))
-        out.append(f'<line class="xtick" x1="{x}" x2="{x}" y1="{ch.PLOT_B}" y2="{ch.STRIP_B + 3}"/>')
-        out.append(f'<text class="tick" x="{x}" y="{ch.LABEL_Y}" text-anchor="middle">'
-                   f'{_fmt_tick(v, tick)}</text>')
-    out.append(f'<text class="axis-title" x="{ch.W - ch.R}" y="{ch.H - 2}" text-anchor="end">'
-               f'time (s)</text>')
-    out.append("</svg>")
-    return Markup("\n".join(out))
-
-
-def share_svg(mean_probs: dict[str, float], colors: dict[str, str], label: str = "") -> Markup:
-    """Horizontal stacked bar of mean probability per class, labelled where wide enough."""
-    W, H = 760, 26
-    total = sum(max(0.0, v) for v in mean_probs.values()) or 1.0
-    out = [f'<svg class="share" viewBox="0 0 {W} {H}" width="100%" role="img" '
-           f'aria-label="{escape(label)}" xmlns="http://www.w3.org/2000/svg">']
-    x = 0.0
-    for cls, v in mean_probs.items():
-        w = W * max(0.0, v) / total
-        if w <= 0:
-            continue
-        out.append(f'<rect x="{_f(x)}" y="0" width="{_f(w)}" height="{H}" '
-                   f'fill="{colors.get(cls, "#999")}"><title>{escape(cls)}: '
-                   f'{100 * v:.1f}%</title></rect>')
-        text = f"{cls} {100 * v:.0f}%"
-        if len(text) * 6.6 + 8 > w:
-            text = f"{100 * v:.0f}%"
-        if len(text) * 6.6 + 8 <= w:
-            out.append(f'<text class="sharelabel" x="{_f(x + w / 2)}" y="{H / 2}" '
-                       f'text-anchor="middle" dominant-baseline="central">{escape(text)}</text>')
-        x += w
-    out.append("</svg>")
-    return Markup("".join(out))
-
-
-# ------------------------------------------------------------------ HTML helpers
-
-# Characters that would make a name read as another one, or not show at all: the C0 and
-# C1 controls (a line feed, an escape, ...), DEL, and the bidirectional marks, embeddings,
-# overrides and isolates (U+202E RIGHT-TO-LEFT OVERRIDE shows "evil\u202egnp.mp4" as
-# "evil4pm.png"), and the line and paragraph separators.
-_HIDDEN_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029"
-                           "\u202a-\u202e\u2066-\u2069]")
-
-
-def display_text(text: str) -> str:
-    """``text`` as an HTML page shows a name: :func:`fer_video.atomic.visible_text` (an
-    undecodable byte as ``\\xNN``), and each control, bidirectional-formatting or
-    line-separator character as a visible ``⟨U+XXXX⟩`` (``evil⟨U+202E⟩gnp.mp4``), so that
-    what is shown is the name's characters in their order. Other text is unchanged."""
-    return _HIDDEN_CHARS.sub(lambda m: f"⟨U+{ord(m.group()):04X}⟩", visible_text(text))
-
-
-_env: Optional[jinja2.Environment] = None
-
-
-def _environment() -> jinja2.Environment:
-    global _env
-    if _env is None:
-        _env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
-            autoescape=True, undefined=jinja2.StrictUndefined,
-            trim_blocks=True, lstrip_blocks=True)
-        _env.filters["secs"] = fmt_seconds
-        _env.filters["bytes"] = fmt_bytes
-        _env.globals["format_label"] = format_label
-    return _env
-
-
-def format_label(container: str, path: str) -> str:
-    """The file format as the report shows it. FFmpeg names a demuxer by its whole family
-    ("mov,mp4,m4a,3gp,3g2,mj2"); the file's extension says which member it is."""
-    names = [n.strip() for n in container.split(",") if n.strip()]
-    if not names:
-        return "unknown"
-    ext = Path(path).suffix.lower().lstrip(".")
-    return (ext if ext in names else names[0]).upper()
-
-
-def fmt_seconds(v: Any) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "–"
-    v = float(v)
-    if v >= 60:
-        m, s = divmod(v, 60)
-        return f"{v:.2f} s ({int(m)}:{s:05.2f})"
-    return f"{v:.2f} s"
-
-
-def fmt_bytes(n: Any) -> str:
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
-
-
-def _data_uri(data: bytes) -> str:
-    mime = "image/png" if data[:8] == b"\x89PNG\r\n\x1a\n" else "image/jpeg"
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-
-
-def _chart_step(settings: dict, frames: pd.DataFrame) -> float:
-    v = settings.get("sample_step_s") if isinstance(settings, dict) else None
-    if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
-        return float(v)
-    diffs: list[float] = []
-    for _, g in frames.groupby("face_id"):
-        d = np.diff(np.sort(g["time_s"].to_numpy(dtype=np.float64)))
-        diffs.extend(d[d > 1e-9].tolist())
-    return float(np.median(diffs)) if diffs else 0.0
-
-
-def _flat(d: dict, prefix: str = "") -> list[tuple[str, str]]:
-    rows: list[tuple[str, str]] = []
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            rows.extend(_flat(v, key + "."))
-        elif isinstance(v, (list, tuple)):
-            rows.append((key, ", ".join(str(x) for x in v)))
-        else:
-            rows.append((key, "–" if v is None else str(v)))
-    return rows
-
-
-def write_html(path: str | os.PathLike, *, info: VideoInfo, faces: list[FaceSummary],
-               frames: pd.DataFrame, classes: list[str], thumbnails: dict[int, bytes],
-               settings: dict, model: dict, wall_s: float) -> None:
-    """Write the self-contained ``<stem>.html`` report (no network needed to view it)."""
-    classes = list(classes)
-    colors = emotion_colors(classes)
-    step = _chart_step(settings, frames)
-    t_max = float(frames["time_s"].max()) if len(frames) else 0.0
-    x_max = max(float(info.duration_s), t_max + step, 1e-6)
-    still = bool(info.is_image) or (info.duration_s <= 0 and len(frames["time_s"].unique()) <= 1)
-    cards = []
-    for face in faces:
-        rows = frames[frames["face_id"] == face.face_id]
-        times = rows["time_s"].to_numpy(dtype=np.float64)
-        probs = rows[classes].to_numpy(dtype=np.float64) if len(rows) else np.zeros((0, len(classes)))
-        chart = None
-        if not still and len(times):
-            chart = timeline_svg(times, probs, classes, colors, step, x_max, face.segments,
-                                 label=f"Emotion probabilities over time for face {face.face_id}")
-        ranked = sorted(face.mean_probs.items(), key=lambda kv: -kv[1])
-        thumb = thumbnails.get(face.face_id)
-        cards.append({
-            "face": face,
-            "thumb": _data_uri(thumb) if thumb else None,
-            "chart": chart,
-            "share": share_svg(face.mean_probs, colors,
-                               label=f"Mean emotion probabilities for face {face.face_id}"),
-            "top": [(c, v) for c, v in ranked[:3] if v >= 0.005],
-        })
-    name = Path(str(info.path)).name or str(info.path)
-    shown_path = display_text(str(info.path))
-    info = dataclasses.replace(info, path=visible_text(str(info.path)))
-    html = _environment().get_template("report.html.j2").render(
-        title=display_text(name), shown_path=shown_path,
-        info=info, cards=cards, classes=classes, colors=colors, still=still,
-        n_samples=len(frames), settings_rows=_flat(dict(settings)),
-        model_rows=_flat({k: v for k, v in dict(model).items()}), model=model,
-        wall_s=wall_s, step=step, max_points=MAX_CHART_POINTS,
-    )
-    atomic_write_text(path, html)
-
-
 # ------------------------------------------------------------------ folders
 
 
@@ -581,41 +242,8 @@ def write_summary_csv(path: str | os.PathLike, rows: list[SummaryRow]) -> None:
     atomic_write_text(path, "".join(lines))
 
 
-def shown_name(path: str, root: str | None) -> str:
-    """``path`` as ``index.html`` lists it: relative to the batch folder ``root`` when it
-    lies under it (``sub/dir/clip.mp4``), else as given. Lexical: ``..`` is resolved,
-    symbolic links are not."""
-    if not root:
-        return path
-    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
-    return path if rel == os.pardir or rel.startswith(os.pardir + os.sep) else rel
-
-
-def write_index_html(path: str | os.PathLike, rows: list[SummaryRow],
-                     root: str | os.PathLike | None = None) -> None:
-    """``index.html`` linking every per-video report, with status and reason.
-
-    Each input is listed relative to ``root`` (:func:`shown_name`; the batch folder, named
-    in the page's header) and as :func:`display_text` shows it; the full path as given is
-    its tooltip. The link is to the report's own bytes (``%E2%80%AE`` for U+202E, ``%FF``
-    for an undecodable byte), whatever the text shows.
-    """
-    root = os.fspath(root) if root is not None else None
-    items = []
-    for r in rows:
-        d = asdict(r)
-        # the link takes the name's own bytes (%FF for an undecodable one), the text \xFF
-        d["href"] = quote(os.fsencode(r.report.replace(os.sep, "/")), safe="/") if r.report else ""
-        name = display_text(shown_name(r.input, root).replace(os.sep, "/"))
-        d["name_parts"] = name.split("/")      # a line may break after each "/"
-        for k in ("input", "reason", "report"):
-            d[k] = display_text(d[k] or "")
-        d["dominant_list"] = [tuple(x.split(":", 1)) if ":" in x else ("", x)
-                              for x in r.dominant.split(";") if x]
-        items.append(d)
-    n_ok = sum(r.status == "ok" for r in rows)
-    html = _environment().get_template("index.html.j2").render(
-        rows=items, n_ok=n_ok, n_failed=len(rows) - n_ok,
-        root=display_text(os.path.abspath(root)) if root else "",
-        colors=emotion_colors(sorted({e for it in items for _, e in it["dominant_list"]})))
-    atomic_write_text(path, html)
+__all__ = ["BASE_COLUMNS", "MAX_CHART_POINTS", "REPORT_SCHEMA_VERSION", "SUMMARY_COLUMNS",
+           "SummaryRow", "build_report_json", "csv_text", "detection_to_json", "display_text",
+           "emotion_colors", "face_to_json", "fmt_bytes", "fmt_seconds", "format_label",
+           "frames_dataframe", "shown_name", "write_frames_csv", "write_html",
+           "write_index_html", "write_json", "write_summary_csv"]

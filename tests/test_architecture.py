@@ -59,6 +59,8 @@ def test_lower_layers_never_import_higher_ones():
                   "detect", "mtcnn", "keyframes", "track", "aggregate", "classify"):
         assert not graph[stage] & (above_pipeline | {"pipeline"}), stage
     assert not graph["pipeline"] & above_pipeline
+    for writer in ("report", "report_html", "charts"):        # layer 1 only
+        assert not graph[writer] & (above_pipeline | {"pipeline"}), writer
     assert not graph["report_folder"] & {"pipeline", "job", "batch", "executors"}
     assert not graph["job"] & {"batch", "executors", "cli", "api"}
     assert not graph["executors"] & {"batch", "cli", "api", "pipeline"}
