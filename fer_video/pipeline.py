@@ -9,10 +9,7 @@ and the per-input job of every executor is :mod:`fer_video.job`'s.
 """
 from __future__ import annotations
 
-import io
 import os
-import queue
-import threading
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional
@@ -20,13 +17,13 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from .errors import InputError
+from .detect_stage import DetectInOrder, GuidedDetect
+from .pipeline_parts import Inline, NoPrefetch, Prefetch, jpeg, thumbnail
 from .records import DetectionStats, FacePrediction, FaceSummary, TrackedFace, VideoInfo
 from .settings import Settings
 from .threads import ThreadPlan, plan_threads
 
 STAGES = ("decode", "detect", "track", "classify", "aggregate", "report")
-THUMB_SIDE = 128          # thumbnails are at most this many pixels on their longer side
-THUMB_MARGIN = 0.2        # fraction of the box side added around a face for its thumbnail
 
 ProgressFn = Callable[[float, float], None]   # (seconds done, seconds total)
 
@@ -66,138 +63,6 @@ class _Timer:
         now = time.perf_counter()
         self.t[stage] = self.t.get(stage, 0.0) + (now - since)
         return now
-
-
-class _Prefetch:
-    """Decode ahead in a background thread (PyAV releases the GIL while decoding), so
-    decoding overlaps detection. The queue is bounded: at most ``depth`` frames wait."""
-
-    def __init__(self, iterable, depth: int):
-        self._q: queue.Queue = queue.Queue(maxsize=max(1, depth))
-        self._stop = threading.Event()
-        self.busy_s = 0.0                 # seconds the decode thread spent producing frames
-        self._thread = threading.Thread(target=self._run, args=(iterable,), daemon=True,
-                                        name="fer-video-decode")
-        self._thread.start()
-
-    def _put(self, item) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self, iterable) -> None:
-        it = iter(iterable)
-        try:
-            while not self._stop.is_set():
-                t0 = time.perf_counter()
-                try:
-                    item = next(it)
-                except StopIteration:
-                    self.busy_s += time.perf_counter() - t0
-                    self._put(("end", None))
-                    return
-                self.busy_s += time.perf_counter() - t0
-                if not self._put(("frame", item)):
-                    return
-        except BaseException as exc:    # handed to the consumer, raised there
-            self._put(("error", exc))
-        finally:
-            close = getattr(it, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception:
-                    pass
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        kind, value = self._q.get()
-        if kind == "frame":
-            return value
-        if kind == "error":
-            raise value
-        self._q.put((kind, value))        # stay exhausted
-        raise StopIteration
-
-    def close(self) -> None:
-        self._stop.set()
-        try:
-            while True:
-                self._q.get_nowait()
-        except queue.Empty:
-            pass
-        self._thread.join(timeout=5)
-
-
-class _Inline:
-    """Stands in for a thread pool and runs each call at once: a one-core worker gains
-    nothing from threads, and saves their hand-offs."""
-
-    def submit(self, fn, *args):
-        from concurrent.futures import Future
-
-        fut: Future = Future()
-        try:
-            fut.set_result(fn(*args))
-        except BaseException as exc:       # raised where the result is taken, as with a pool
-            fut.set_exception(exc)
-        return fut
-
-    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
-        pass
-
-
-class _NoPrefetch:
-    """``_Prefetch``'s interface, decoding in the caller's thread (one-core workers)."""
-
-    def __init__(self, iterable):
-        self._it = iter(iterable)
-        self.busy_s = 0.0
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        t0 = time.perf_counter()
-        try:
-            return next(self._it)
-        finally:
-            self.busy_s += time.perf_counter() - t0
-
-    def close(self) -> None:
-        close = getattr(self._it, "close", None)
-        if close is not None:
-            close()
-
-
-def _thumbnail(image: np.ndarray, box) -> np.ndarray:
-    """A small colour crop around a face (not model preprocessing: only for the HTML report)."""
-    from PIL import Image
-
-    h, w = image.shape[:2]
-    x1, y1, x2, y2 = (float(v) for v in box)
-    mx, my = (x2 - x1) * THUMB_MARGIN, (y2 - y1) * THUMB_MARGIN
-    l, t = max(0, int(x1 - mx)), max(0, int(y1 - my))
-    r, b = min(w, int(np.ceil(x2 + mx))), min(h, int(np.ceil(y2 + my)))
-    if r <= l or b <= t:
-        return np.zeros((1, 1, 3), dtype=np.uint8)
-    crop = Image.fromarray(np.ascontiguousarray(image[t:b, l:r]))
-    crop.thumbnail((THUMB_SIDE, THUMB_SIDE))
-    return np.asarray(crop)
-
-
-def _jpeg(arr: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(arr).convert("RGB").save(buf, format="JPEG", quality=85)
-    return buf.getvalue()
 
 
 def sample_step(info: VideoInfo, settings: Settings) -> float:
@@ -248,10 +113,10 @@ def analyze_video(path: str | os.PathLike, settings: Settings, *, detector, clas
         classify.add(faces.frame(frame, detections))
 
     if settings.keyframe_every == 1:
-        detect = _DetectInOrder(detector, plan.for_device(str(getattr(classifier, "device", "cpu"))),
-                                on_frame=on_frame)
+        detect = DetectInOrder(detector, plan.for_device(str(getattr(classifier, "device", "cpu"))),
+                               on_frame=on_frame)
     else:
-        detect = _GuidedDetect(detector, settings.keyframe_every, faces, on_frame=on_frame)
+        detect = GuidedDetect(detector, settings.keyframe_every, faces, on_frame=on_frame)
     n_samples, last_time = _stream(path, info, settings, plan, window, detect, classify,
                                    timer, progress)
 
@@ -280,7 +145,7 @@ def _checked_window(path: str, info: VideoInfo, settings: Settings) -> tuple[flo
 
 
 def _stream(path: str, info: VideoInfo, settings: Settings, plan: ThreadPlan,
-            window: tuple[float, float], detect: "_DetectInOrder",
+            window: tuple[float, float], detect: "DetectInOrder",
             classify: "_ClassifyInBatches", timer: _Timer,
             progress: ProgressFn | None) -> tuple[int, float]:
     """Decode the sampled frames and push them, ``batch_size`` at a time, through detection
@@ -294,8 +159,8 @@ def _stream(path: str, info: VideoInfo, settings: Settings, plan: ThreadPlan,
     classify.load()                 # the weights load while the first frames decode
     sampled = sample_frames(path, fps=settings.fps, start=settings.start, end=settings.end,
                             info=info, threads=plan.decode_threads)
-    frames = (_Prefetch(sampled, depth=settings.batch_size) if plan.prefetch
-              else _NoPrefetch(sampled))
+    frames = (Prefetch(sampled, depth=settings.batch_size) if plan.prefetch
+              else NoPrefetch(sampled))
     n_samples, last_time = 0, 0.0
     batch: list = []
     finished = False
@@ -393,7 +258,7 @@ class _TrackAndCrop:
             tr.n += 1
             if tf.score > tr.best_score:
                 tr.best_score = float(tf.score)
-                tr.best_crop = _thumbnail(frame.image, tf.box)
+                tr.best_crop = thumbnail(frame.image, tf.box)
             crops.append(_Crop(raw, tf, self._classifier.crop(frame.image, tf.box, tf.landmarks)))
         self._timer.add("classify", t0)
         return crops
@@ -420,7 +285,7 @@ class _TrackAndCrop:
         for new_id, tr in enumerate(kept, start=1):
             predictions.extend(replace(p, face_id=new_id) for p in tr.predictions)
             if tr.best_crop is not None:
-                thumbnails[new_id] = _jpeg(tr.best_crop)
+                thumbnails[new_id] = jpeg(tr.best_crop)
         predictions.sort(key=lambda p: (p.time_s, p.frame_index, p.face_id))
         return predictions, thumbnails
 
@@ -436,7 +301,7 @@ class _ClassifyInBatches:
 
         self._classifier = classifier
         self._on_prediction = on_prediction
-        self._pool = _Inline() if plan.classify_threads == 0 else ThreadPoolExecutor(
+        self._pool = Inline() if plan.classify_threads == 0 else ThreadPoolExecutor(
             max_workers=plan.classify_threads, thread_name_prefix="fer-video-classify")
         self._pending: list[_Crop] = []
         self._inflight: list = []          # [([(raw id, TrackedFace)], future)], oldest first; a few
@@ -482,90 +347,3 @@ class _ClassifyInBatches:
                     face_id=raw_id, frame_index=int(tf.frame_index), time_s=float(tf.time_s),
                     box=tuple(float(v) for v in tf.box), det_score=float(tf.score),
                     probs=tuple(float(v) for v in probs)))
-
-
-class _DetectInOrder:
-    """Detection of consecutive batches of frames in up to ``plan.detect_threads`` threads
-    (inline when 0), each torch op single-threaded on CPU; the results are handed to
-    ``on_frame(frame, detections)`` strictly in frame order, so tracking is unchanged."""
-
-    def __init__(self, detector, plan: ThreadPlan, on_frame: Callable):
-        from concurrent.futures import ThreadPoolExecutor
-
-        n = plan.detect_threads
-        self._detector = detector
-        self._on_frame = on_frame
-        self._pool = _Inline() if n == 0 else ThreadPoolExecutor(
-            max_workers=n, thread_name_prefix="fer-video-detect")
-        self._depth = max(1, n)             # batches in flight before the oldest is consumed
-        self._inflight: list = []           # [(frames, future)], oldest first
-        self.busy_s = 0.0                   # seconds spent detecting
-        self.stats = DetectionStats()       # every frame a keyframe
-
-    def submit(self, batch: list) -> None:
-        self._inflight.append((batch, self._pool.submit(self._detect, [f.image for f in batch])))
-        while len(self._inflight) > self._depth:
-            self._hand_on(*self._inflight.pop(0))
-
-    def drain(self) -> None:
-        while self._inflight:
-            self._hand_on(*self._inflight.pop(0))
-
-    def close(self, wait: bool) -> None:
-        self._pool.shutdown(wait=wait, cancel_futures=True)
-
-    def _detect(self, images: list) -> list:
-        t0 = time.perf_counter()
-        try:
-            return self._detector.detect(images)
-        finally:
-            self.busy_s += time.perf_counter() - t0
-
-    def _hand_on(self, batch: list, fut) -> None:
-        for frame, detections in zip(batch, fut.result(), strict=True):
-            self.stats.keyframes += 1
-            self._on_frame(frame, detections)
-
-
-class _GuidedDetect:
-    """Track-guided detection (``keyframe_every`` > 1), ``_DetectInOrder``'s interface:
-    full-frame detection on keyframes (:class:`detect.Keyframes`), and between them the
-    cascade (P-net, R-net, O-net) only on windows of 3x each live track's side around its
-    predicted box (``FaceDetector.detect_near``).
-
-    Each frame needs the tracks of the frame before, so frames are detected one at a time,
-    in the calling thread, each handed to ``on_frame`` (tracking) before the next one is
-    detected; the plan's detection threads are not used (classification and decoding
-    still run where the plan says).
-    """
-
-    def __init__(self, detector, every: int, tracks: "_TrackAndCrop", on_frame: Callable):
-        from .keyframes import Keyframes
-
-        self._detector = detector
-        self._tracks = tracks
-        self._on_frame = on_frame
-        self._keyframes = Keyframes(every)
-        self.stats = self._keyframes.stats
-        self.busy_s = 0.0                   # seconds spent detecting
-
-    def submit(self, batch: list) -> None:
-        for frame in batch:
-            t0 = time.perf_counter()
-            before = self._tracks.seen_ids()
-            key = self._keyframes.is_keyframe(frame.image)
-            if key:
-                detections = self._detector.detect_one(frame.image)
-            else:
-                boxes = list(self._tracks.predicted_boxes(frame.time_s).values())
-                detections = self._detector.detect_near(frame.image, boxes)
-            self.busy_s += time.perf_counter() - t0
-            self._on_frame(frame, detections)
-            if not key and before - self._tracks.seen_ids():
-                self._keyframes.lost()
-
-    def drain(self) -> None:
-        pass
-
-    def close(self, wait: bool) -> None:
-        pass

@@ -58,7 +58,9 @@ def test_lower_layers_never_import_higher_ones():
     for stage in ("records", "errors", "threads", "atomic", "decode", "probe", "input_file",
                   "detect", "mtcnn", "keyframes", "track", "aggregate", "classify"):
         assert not graph[stage] & (above_pipeline | {"pipeline"}), stage
-    assert not graph["pipeline"] & above_pipeline
+    for name in ("pipeline", "detect_stage", "pipeline_parts"):
+        assert not graph[name] & above_pipeline, name
+    assert not graph["detect_stage"] & {"pipeline"} and not graph["pipeline_parts"] & {"pipeline"}
     for writer in ("report", "report_html", "charts"):        # layer 1 only
         assert not graph[writer] & (above_pipeline | {"pipeline"}), writer
     assert not graph["report_folder"] & {"pipeline", "job", "batch", "executors"}

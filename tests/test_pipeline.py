@@ -181,7 +181,7 @@ def test_python_api(samples, model_path, tmp_path):
 
 
 def test_prefetch_keeps_order_propagates_errors_and_stops():
-    from fer_video.pipeline import _Prefetch
+    from fer_video.pipeline_parts import Prefetch as _Prefetch
 
     def gen(n, fail_at=None):
         for i in range(n):

@@ -1,0 +1,152 @@
+"""The analysis's small parts that are not a stage: decoding ahead in a thread
+(:class:`Prefetch`; :class:`NoPrefetch` has its interface and decodes in the caller's
+thread), a stand-in for a thread pool that runs each call at once (:class:`Inline`, for
+one-core workers), and a face's report thumbnail (:func:`thumbnail`, :func:`jpeg`).
+Used by :mod:`fer_video.pipeline`; Pillow is imported only when a thumbnail is made.
+"""
+from __future__ import annotations
+
+import io
+import queue
+import threading
+import time
+
+import numpy as np
+
+THUMB_SIDE = 128          # thumbnails are at most this many pixels on their longer side
+THUMB_MARGIN = 0.2        # fraction of the box side added around a face for its thumbnail
+
+
+class Prefetch:
+    """Decode ahead in a background thread (PyAV releases the GIL while decoding), so
+    decoding overlaps detection. The queue is bounded: at most ``depth`` frames wait."""
+
+    def __init__(self, iterable, depth: int):
+        self._q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self.busy_s = 0.0                 # seconds the decode thread spent producing frames
+        self._thread = threading.Thread(target=self._run, args=(iterable,), daemon=True,
+                                        name="fer-video-decode")
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, iterable) -> None:
+        it = iter(iterable)
+        try:
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                try:
+                    item = next(it)
+                except StopIteration:
+                    self.busy_s += time.perf_counter() - t0
+                    self._put(("end", None))
+                    return
+                self.busy_s += time.perf_counter() - t0
+                if not self._put(("frame", item)):
+                    return
+        except BaseException as exc:    # handed to the consumer, raised there
+            self._put(("error", exc))
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    pass
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        kind, value = self._q.get()
+        if kind == "frame":
+            return value
+        if kind == "error":
+            raise value
+        self._q.put((kind, value))        # stay exhausted
+        raise StopIteration
+
+    def close(self) -> None:
+        self._stop.set()
+        try:
+            while True:
+                self._q.get_nowait()
+        except queue.Empty:
+            pass
+        self._thread.join(timeout=5)
+
+
+class Inline:
+    """Stands in for a thread pool and runs each call at once: a one-core worker gains
+    nothing from threads, and saves their hand-offs."""
+
+    def submit(self, fn, *args):
+        from concurrent.futures import Future
+
+        fut: Future = Future()
+        try:
+            fut.set_result(fn(*args))
+        except BaseException as exc:       # raised where the result is taken, as with a pool
+            fut.set_exception(exc)
+        return fut
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
+
+
+class NoPrefetch:
+    """``Prefetch``'s interface, decoding in the caller's thread (one-core workers)."""
+
+    def __init__(self, iterable):
+        self._it = iter(iterable)
+        self.busy_s = 0.0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        t0 = time.perf_counter()
+        try:
+            return next(self._it)
+        finally:
+            self.busy_s += time.perf_counter() - t0
+
+    def close(self) -> None:
+        close = getattr(self._it, "close", None)
+        if close is not None:
+            close()
+
+
+def thumbnail(image: np.ndarray, box) -> np.ndarray:
+    """A small colour crop around a face (not model preprocessing: only for the HTML report)."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = (float(v) for v in box)
+    mx, my = (x2 - x1) * THUMB_MARGIN, (y2 - y1) * THUMB_MARGIN
+    l, t = max(0, int(x1 - mx)), max(0, int(y1 - my))
+    r, b = min(w, int(np.ceil(x2 + mx))), min(h, int(np.ceil(y2 + my)))
+    if r <= l or b <= t:
+        return np.zeros((1, 1, 3), dtype=np.uint8)
+    crop = Image.fromarray(np.ascontiguousarray(image[t:b, l:r]))
+    crop.thumbnail((THUMB_SIDE, THUMB_SIDE))
+    return np.asarray(crop)
+
+
+def jpeg(arr: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(arr).convert("RGB").save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+__all__ = ["Inline", "NoPrefetch", "Prefetch", "THUMB_MARGIN", "THUMB_SIDE", "jpeg", "thumbnail"]
