@@ -12,7 +12,7 @@ classification thread that may run at once, plus decoding, never exceed the core
 
 Nothing in a plan changes a result, only where and when work runs: detection results are
 consumed in frame order, classification batches are formed the same way, and FFmpeg always
-decodes with one thread (``decode_threads``; see :mod:`fer_video.decode`: its frame threads
+decodes with one thread (``decode_threads``; see ``probe.configure_decoder``: its frame threads
 change what a damaged stream decodes to).
 """
 from __future__ import annotations
