@@ -25,6 +25,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None)
     ap.add_argument("--fps", type=float, default=5.0)
+    ap.add_argument("--keyframe-every", type=int, default=None,
+                    help="analyze's --keyframe-every (default: analyze's default; 1 = full-frame detection)")
     ap.add_argument("--shared", default=os.environ.get("FER_VIDEO_SHARED", str(REPO.parent / "shared")))
     a = ap.parse_args()
     import fer_video
@@ -36,6 +38,8 @@ def main() -> int:
     rows = list(csv.DictReader(open(folder / "labels.csv")))
     scored = correct = 0
     settings = {"fps": a.fps}
+    if a.keyframe_every:
+        settings["keyframe_every"] = a.keyframe_every
     if a.model:
         settings["model"] = a.model
     print(f"{'clip':<38} {'label':<9} {'predicted':<9} top-3 mean probabilities")
