@@ -170,3 +170,35 @@ def _thread_plan():
     from fer_video.threads import plan_threads
 
     plan_threads().apply()
+
+
+@pytest.fixture(scope="session")
+def detector():
+    """The project's MTCNN at its defaults (shared by the detection tests)."""
+    from fer_video.detect import FaceDetector
+
+    return FaceDetector()
+
+
+@pytest.fixture(scope="session")
+def single_face_frames(samples):
+    """Every frame of pyfeat_single_face.mp4 sampled at 5 fps (RGB arrays)."""
+    from fer_video.decode import sample_frames
+
+    return [f.image for f in sample_frames(samples / "pyfeat_single_face.mp4", fps=5.0)]
+
+
+def run_unless_fifo_blocks(fn, fifo, timeout: float):
+    """Run ``fn()`` in a thread; if it is still blocked after ``timeout`` s (in open() of the
+    FIFO ``fifo``), release it by opening the FIFO for writing, and fail the test."""
+    import threading
+
+    out = []
+    t = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():          # blocked in open(): a writer coming and going releases it
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        t.join(60)
+        pytest.fail(f"blocked opening the FIFO {fifo}")
+    return out[0] if out else None

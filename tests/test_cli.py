@@ -12,7 +12,7 @@ import pytest
 from fer_video import __version__
 from fer_video.cli import main
 
-from conftest import REPO, assert_no_traceback, output_files
+from conftest import REPO, assert_no_traceback, output_files, run_unless_fifo_blocks
 
 
 def run_main(capsys, *argv):
@@ -214,21 +214,12 @@ def test_subprocess_user_error_has_no_traceback(tmp_path):
 
 @pytest.mark.slow
 def test_a_fifo_given_directly_fails_at_once_instead_of_hanging(capsys, model_path, tmp_path):
-    import threading
-
     fifo = tmp_path / "pipe.mp4"
     os.mkfifo(fifo)
-    codes = []
-    t = threading.Thread(target=lambda: codes.append(main([
+    code = run_unless_fifo_blocks(lambda: main([
         "analyze", str(fifo), "--model", str(model_path), "--device", "cpu",
-        "--out", str(tmp_path / "out"), "-q"])), daemon=True)
-    t.start()
-    t.join(300)
-    if t.is_alive():          # blocked in open(): a writer coming and going releases it
-        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        t.join(60)
-        pytest.fail("analyze blocked opening a FIFO")
-    assert codes == [1]
+        "--out", str(tmp_path / "out"), "-q"]), fifo, 300)
+    assert code == 1
     line = one_line(capsys.readouterr().err)
     assert "pipe.mp4" in line and "FIFO" in line
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from conftest import run_unless_fifo_blocks
 from conftest import shared_clip as shared
 from PIL import Image
 
@@ -564,8 +565,6 @@ def test_a_text_file_named_file_colon_clip_is_not_read_as_the_clip_beside_it(tmp
 # ----------------------------------------------------------------------------- not regular files
 
 def test_a_fifo_is_refused_without_blocking_in_open(tmp_path):
-    import threading
-
     path = tmp_path / "pipe.mp4"
     os.mkfifo(path)
     reasons = []
@@ -576,13 +575,7 @@ def test_a_fifo_is_refused_without_blocking_in_open(tmp_path):
         except InputError as e:
             reasons.append(e.reason)
 
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    t.join(20)
-    if t.is_alive():          # blocked in open(): a writer coming and going releases it
-        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
-        t.join(20)
-        pytest.fail("probe() blocked opening a FIFO")
+    run_unless_fifo_blocks(target, path, 20)
     assert reasons == ["not a regular file: a FIFO (named pipe)"]
 
 

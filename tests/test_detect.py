@@ -18,16 +18,6 @@ SAMPLES = REPO / "sample_videos"
 
 
 @pytest.fixture(scope="module")
-def detector():
-    return FaceDetector()
-
-
-@pytest.fixture(scope="module")
-def single_face_frames():
-    return [f.image for f in sample_frames(SAMPLES / "pyfeat_single_face.mp4", fps=5.0)]
-
-
-@pytest.fixture(scope="module")
 def single_face_results(detector, single_face_frames):
     return detector.detect(single_face_frames)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fer_video.decode import sample_frames
-from fer_video.detect import FaceDetector, Keyframes, frame_signature, is_shot_cut
+from fer_video.detect import Keyframes, frame_signature, is_shot_cut
 from fer_video.errors import UsageError
 from fer_video.job import load_models
 from fer_video.pipeline import analyze_video
@@ -27,51 +27,41 @@ def _iou(a, b):
 
 
 @pytest.fixture(scope="module")
-def detector():
-    return FaceDetector()
-
-
-@pytest.fixture(scope="module")
-def face_frames():
-    return [f.image for f in sample_frames(SAMPLES / "pyfeat_single_face.mp4", fps=5.0)]
-
-
-@pytest.fixture(scope="module")
 def no_face_frames():
     return [f.image for f in sample_frames(SAMPLES / "pyfeat_no_face.mp4", fps=5.0)]
 
 
-def test_region_detection_finds_the_full_frame_face(detector, face_frames):
-    full = detector.detect(face_frames)
-    for i in range(1, len(face_frames)):
-        near = detector.detect_near(face_frames[i], [d.box for d in full[i - 1]])
+def test_region_detection_finds_the_full_frame_face(detector, single_face_frames):
+    full = detector.detect(single_face_frames)
+    for i in range(1, len(single_face_frames)):
+        near = detector.detect_near(single_face_frames[i], [d.box for d in full[i - 1]])
         assert len(near) == len(full[i]) == 1
         assert _iou(near[0].box, full[i][0].box) >= 0.8
         assert near[0].score >= detector.threshold and len(near[0].landmarks) == 5
     # nothing to look near, or a region without a face: nothing found
-    assert detector.detect_near(face_frames[0], []) == []
-    assert detector.detect_near(face_frames[0], [(0.0, 0.0, 40.0, 40.0)]) == []
+    assert detector.detect_near(single_face_frames[0], []) == []
+    assert detector.detect_near(single_face_frames[0], [(0.0, 0.0, 40.0, 40.0)]) == []
 
 
-def test_detect_one_is_detect_of_one_frame(detector, face_frames):
-    a, b = detector.detect_one(face_frames[0]), detector.detect([face_frames[0]])[0]
+def test_detect_one_is_detect_of_one_frame(detector, single_face_frames):
+    a, b = detector.detect_one(single_face_frames[0]), detector.detect([single_face_frames[0]])[0]
     assert len(a) == len(b) == 1
     assert np.allclose(a[0].box, b[0].box, atol=1e-3)
 
 
-def test_a_shot_cut_forces_a_keyframe(no_face_frames, face_frames):
+def test_a_shot_cut_forces_a_keyframe(no_face_frames, single_face_frames):
     assert not any(is_shot_cut(frame_signature(a), frame_signature(b))
-                   for a, b in zip(face_frames, face_frames[1:]))
+                   for a, b in zip(single_face_frames, single_face_frames[1:]))
     keys = Keyframes(every=100)
-    flags = [keys.is_keyframe(f) for f in no_face_frames[:4] + face_frames[:4]]
+    flags = [keys.is_keyframe(f) for f in no_face_frames[:4] + single_face_frames[:4]]
     assert flags == [True, False, False, False, True, False, False, False]
     assert keys.stats.shot_cuts == 1 and keys.stats.keyframes == 2 and keys.stats.roi_frames == 6
 
 
-def test_every_n_th_frame_and_after_a_lost_track(face_frames):
+def test_every_n_th_frame_and_after_a_lost_track(single_face_frames):
     keys = Keyframes(every=3)
     flags = []
-    for i, f in enumerate(face_frames[:9]):
+    for i, f in enumerate(single_face_frames[:9]):
         flags.append(keys.is_keyframe(f))
         if i == 4:
             keys.lost()                       # frame 4 lost a track: frame 5 is a keyframe
@@ -95,16 +85,16 @@ def _write_clip(path: Path, frames: list[np.ndarray], fps: int = 5) -> None:
 
 
 @pytest.fixture(scope="module")
-def entering_clip(tmp_path_factory, detector, no_face_frames, face_frames):
+def entering_clip(tmp_path_factory, detector, no_face_frames, single_face_frames):
     """A real no-face clip into which, from sampled frame 7 on, a real face is pasted (a
     crop around it: a small change of the frame, not a shot cut)."""
-    x1, y1, x2, y2 = (int(v) for v in detector.detect([face_frames[0]])[0][0].box)
+    x1, y1, x2, y2 = (int(v) for v in detector.detect([single_face_frames[0]])[0][0].box)
     m = (x2 - x1) // 3
     frames = []
     for i, bg in enumerate(no_face_frames[:16]):
         img = bg.copy()
         if i >= 7:
-            src = face_frames[(i - 7) % len(face_frames)]
+            src = single_face_frames[(i - 7) % len(single_face_frames)]
             crop = src[max(0, y1 - m):y2 + m, max(0, x1 - m):x2 + m]
             img[100:100 + crop.shape[0], 300:300 + crop.shape[1]] = crop
         frames.append(img)

@@ -6,7 +6,6 @@ a real video frame, the shipped checkpoint for calibration.
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 import subprocess
 import sys
