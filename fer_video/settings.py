@@ -65,6 +65,15 @@ def _count(v: Any) -> int:
     return v
 
 
+def _device(v: Any) -> str:
+    """auto, cpu, cuda or cuda:N: the spellings ``classify.resolve_device`` (the one device
+    resolver, also train's and evaluate's) takes; whether CUDA is there is its check, at run time."""
+    d = str(v).strip().lower()
+    if d in DEVICES or (d.startswith("cuda:") and d[5:].isdigit()):
+        return d
+    raise ValueError(f"{v!r} (choose auto, cpu, cuda or cuda:N)")
+
+
 def _one_of(choices: Sequence[str]) -> Callable[[Any], str]:
     def check(v: Any) -> str:
         if v not in choices:
@@ -106,7 +115,8 @@ class Settings:
     batch_size: int = option(8, "frames per face-detection batch (default: 8)", check=_count,
                              affects_result=False, group="model and hardware", metavar="N")
     classify_batch_size: int = option(32, check=_count, affects_result=False)  # crops per batch
-    device: str = option("auto", "auto takes CUDA when present (default: auto)", choices=DEVICES,
+    device: str = option("auto", "auto | cpu | cuda | cuda:N; auto takes CUDA when present (default: auto)",
+                         check=_device, metavar="DEVICE",
                          affects_result=False, group="model and hardware")
     # the model is compared by its weights' SHA-256, not by its path
     model: Optional[str] = option(None, "emotion checkpoint (.safetensors with its .json); default: "
