@@ -64,6 +64,19 @@ def smooth_probs(probs: np.ndarray, times: np.ndarray, window_s: float) -> np.nd
     return out / totals
 
 
+# A face absent for more than GAP_FACTOR sample steps is cut into runs (module docstring).
+GAP_FACTOR = 2.0
+
+
+def track_runs(times: np.ndarray, step: float) -> list[slice]:
+    """A face's runs: slices of its (sorted) sample times, cut wherever two consecutive
+    samples are more than ``GAP_FACTOR * step`` apart; ``step <= 0``: one run. The one
+    statement of the gap rule: the segments here and the report's chart both use it."""
+    if step <= 0:
+        return [slice(0, len(times))] if len(times) else []
+    return _split_runs(times, GAP_FACTOR * step)
+
+
 def _split_runs(times: np.ndarray, max_gap_s: float) -> list[slice]:
     """Slices of consecutive (sorted) samples with no gap longer than ``max_gap_s``."""
     if len(times) == 0:
@@ -172,7 +185,7 @@ def summarize_faces(predictions: list[FacePrediction], classes: list[str], sampl
         probs = np.array([q.probs for q in preds], dtype=np.float64)
         mean = probs.mean(axis=0)
         segments: list[Segment] = []
-        for run in _split_runs(times, 2.0 * step):
+        for run in track_runs(times, step):
             t_run = times[run]
             sm = smooth_probs(probs[run], t_run, smoothing_window_s)
             label_runs = _label_runs(np.argmax(sm, axis=1))

@@ -11,6 +11,8 @@ import math
 import numpy as np
 from markupsafe import Markup, escape
 
+from .aggregate import track_runs
+
 MAX_CHART_POINTS = 240   # per face; longer tracks are averaged into this many points
 
 
@@ -39,17 +41,6 @@ def _downsample(times: np.ndarray, probs: np.ndarray, k: int) -> tuple[np.ndarra
     t = np.array([times[a:b].mean() for a, b in zip(edges[:-1], edges[1:])])
     p = np.array([probs[a:b].mean(axis=0) for a, b in zip(edges[:-1], edges[1:])])
     return t, p
-
-
-def _runs(times: np.ndarray, step: float) -> list[slice]:
-    if len(times) == 0:
-        return []
-    if step > 0:
-        cuts = np.nonzero(np.diff(times) > 2 * step + 1e-9)[0] + 1
-    else:
-        cuts = np.zeros(0, dtype=int)
-    b = [0, *cuts.tolist(), len(times)]
-    return [slice(x, y) for x, y in zip(b[:-1], b[1:])]
 
 
 def _f(v: float) -> str:
@@ -89,7 +80,7 @@ def timeline_svg(times: np.ndarray, probs: np.ndarray, classes: list[str],
         f'class="plotbg"/>',
     ]
     # Downsample each run in proportion to its length (runs keep their gaps).
-    runs = _runs(times, step)
+    runs = track_runs(times, step)    # aggregate's gap rule, so the chart's gaps are the segments'
     budget = MAX_CHART_POINTS
     paths: list[list[str]] = [[] for _ in classes]
     for run in runs:
