@@ -37,13 +37,13 @@ VIDEO_CLIPS = ["pyfeat_single_face.mp4", "pyfeat_WolfgangLanger_Pexels.mp4", "sa
 
 
 def geometry(points: np.ndarray) -> dict:
-    """Frame figures of 5 landmarks (unit-square coordinates)."""
-    le, re, _, ml, mr = points
-    eye = (le + re) / 2
-    mouth = (ml + mr) / 2
+    """Frame figures of 5 landmarks (unit-square coordinates), by the same
+    ``preprocess.eyes_mouth`` that alignment uses."""
+    from fer_video.preprocess import eyes_mouth
+
+    eye, mouth, roll = eyes_mouth(points)
     return {"eye_x": float(eye[0]), "eye_y": float(eye[1]), "mouth_y": float(mouth[1]),
-            "em": float(np.linalg.norm(mouth - eye)),
-            "roll": math.degrees(math.atan2(re[1] - le[1], re[0] - le[0]))}
+            "em": float(np.linalg.norm(mouth - eye)), "roll": math.degrees(roll)}
 
 
 def summarise(name: str, rows: list[dict], tried: int) -> dict:

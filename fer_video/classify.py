@@ -36,14 +36,14 @@ def resolve_device(device: str = "auto") -> str:
 
 
 def softmax64(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64, renormalised so each row sums to 1."""
+    """Row-wise softmax in float64, renormalised so each row sums to 1: the one softmax of
+    the prediction path (``predict.probs_from_logits``, one view, temperature 1)."""
+    from .predict import probs_from_logits
+
     z = np.asarray(logits, dtype=np.float64)
     if z.ndim != 2:
         z = z.reshape(len(z), -1)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    p = e / e.sum(axis=1, keepdims=True)
-    return p / p.sum(axis=1, keepdims=True)
+    return probs_from_logits(z[None], 1.0)
 
 
 def _load_network(weights: Path, config, device: str):

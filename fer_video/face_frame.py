@@ -27,7 +27,7 @@ def measure_frame(images: np.ndarray, n: int = MEASURE_IMAGES, seed: int = 0) ->
     from PIL import Image
 
     from .detect import FaceDetector
-    from .preprocess import _eyes_mouth
+    from .preprocess import eyes_mouth
 
     idx = np.sort(np.random.default_rng(seed).permutation(len(images))[:n])
     det = FaceDetector(min_face=MEASURE_SIDE // 5, threshold=0.8, num_threads=None)
@@ -36,7 +36,7 @@ def measure_frame(images: np.ndarray, n: int = MEASURE_IMAGES, seed: int = 0) ->
     eyes, ems = [], []
     for dets in det.detect(batch):
         if dets and dets[0].landmarks is not None:
-            eye, mouth, _ = _eyes_mouth(dets[0].landmarks)
+            eye, mouth, _ = eyes_mouth(dets[0].landmarks)
             eyes.append(eye / side)
             ems.append(float(np.linalg.norm(mouth - eye)) / side)
     if not eyes:

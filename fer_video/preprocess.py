@@ -56,7 +56,7 @@ def _box_square(box: Sequence[float], config: ModelConfig) -> tuple[int, int, in
     return int(round(cx - side / 2)), int(round(cy - side / 2)), int(round(side))
 
 
-def _eyes_mouth(landmarks: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray, float]:
+def eyes_mouth(landmarks: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray, float]:
     """(eye midpoint, mouth midpoint, roll in radians) of MTCNN's 5 points
     (left eye, right eye, nose, left mouth corner, right mouth corner; image coordinates)."""
     pts = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
@@ -73,7 +73,7 @@ def crop_transform(box: Sequence[float], landmarks: Optional[Sequence[Sequence[f
     and ``landmarks`` are given, else the box crop."""
     if config.alignment and landmarks is not None:
         a = config.alignment
-        eye, mouth, roll = _eyes_mouth(landmarks)
+        eye, mouth, roll = eyes_mouth(landmarks)
         s = float(a["em"]) / max(float(np.linalg.norm(mouth - eye)), 1e-6)
         c, sn = np.cos(-roll) * s, np.sin(-roll) * s
         rot = np.array([[c, -sn], [sn, c]])

@@ -21,7 +21,7 @@ from fer_video.checkpoint import ModelConfig, default_model_path, load_checkpoin
 from fer_video.data import (FER2013_FRAME, FERPLUS_COLUMNS, ferplus_majority, ferplus_targets,
                             load_dataset)
 from fer_video.errors import UsageError
-from fer_video.preprocess import _eyes_mouth, align_face, crop_transform
+from fer_video.preprocess import eyes_mouth, align_face, crop_transform
 from fer_video.sources import (draw_weights, epoch_indices, load_sources, model_classes, parse_source,
                                source_specs, to_classes)
 from fer_video.train import (TrainArgs, carve_run_data, expected_calibration_error, fit_temperature,
@@ -183,7 +183,7 @@ def test_alignment_puts_a_real_frames_landmarks_where_the_config_says(samples):
     face = det.detect([frame])[0][0]
     cfg = ModelConfig(classes=["a"], input_size=48, alignment=dict(FER2013_FRAME))
     m = crop_transform(face.box, face.landmarks, cfg)
-    eye, mouth, roll = _eyes_mouth(np.asarray(face.landmarks) @ m[:, :2].T + m[:, 2])
+    eye, mouth, roll = eyes_mouth(np.asarray(face.landmarks) @ m[:, :2].T + m[:, 2])
     assert eye == pytest.approx([FER2013_FRAME["eye_x"], FER2013_FRAME["eye_y"]], abs=1e-9)
     assert float(np.linalg.norm(mouth - eye)) == pytest.approx(FER2013_FRAME["em"], abs=1e-9)
     assert roll == pytest.approx(0.0, abs=1e-9)
@@ -195,7 +195,7 @@ def test_alignment_puts_a_real_frames_landmarks_where_the_config_says(samples):
 
     big = np.asarray(Image.fromarray(crop).convert("RGB").resize((144, 144), Image.BICUBIC))
     again = FaceDetector(min_face=30, threshold=0.8).detect([big])[0][0]
-    eye2, mouth2, _ = _eyes_mouth(np.asarray(again.landmarks) / 144)
+    eye2, mouth2, _ = eyes_mouth(np.asarray(again.landmarks) / 144)
     assert eye2 == pytest.approx([FER2013_FRAME["eye_x"], FER2013_FRAME["eye_y"]], abs=0.025)
     assert float(np.linalg.norm(mouth2 - eye2)) == pytest.approx(FER2013_FRAME["em"], abs=0.025)
 
