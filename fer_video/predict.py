@@ -36,8 +36,10 @@ def predict_logits(model: torch.nn.Module, images: np.ndarray, config: ModelConf
         views = tta_views(x, tta)
         out.append(np.stack([model(v.contiguous(memory_format=torch.channels_last)).float().double().cpu().numpy()
                              for v in views]))
-    n_views = len(tta_views(torch.zeros(1, 1, 4, 4), tta))
-    return np.concatenate(out, axis=1) if out else np.zeros((n_views, 0, len(config.classes)))
+    if out:
+        return np.concatenate(out, axis=1)
+    n_views = len(tta_views(torch.zeros(1, 1, 4, 4), tta))     # no crops: only the shape is needed
+    return np.zeros((n_views, 0, len(config.classes)))
 
 
 def probs_from_logits(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
