@@ -17,6 +17,12 @@ FER2013 with FER+ labels (``labels="ferplus"``, votes from ``ferplus.npz`` next 
 Votes for contempt and unknown are dropped (the model has no such class); images whose
 most-voted column is not-a-face (ties included), that have no FER+ row, or whose votes
 all fall on dropped columns are left out. ``labels`` is then the most-voted of the 7.
+
+FER2013 with both label sets (``labels="both"``): the same images as ``ferplus``, each
+target the mean of the original label (one-hot) and the FER+ vote distribution, and
+``labels`` the original label. It trains towards the cleaner FER+ votes without giving up
+the original labels that FER2013's test split is scored on; drawing the two label sets as
+two sources would carve two different validation sets from the same images.
 """
 from __future__ import annotations
 
@@ -102,8 +108,8 @@ def load_dataset(path: str | Path, split: str = "train", labels: str = "original
         raise UsageError(f"dataset not found: {p}")
     if labels not in LABEL_SETS:
         raise UsageError(f"unknown labels {labels!r} for {p} (one of {', '.join(LABEL_SETS)})")
-    if labels == "ferplus":
-        return _load_ferplus(p, split)
+    if labels in ("ferplus", "both"):
+        return _load_ferplus(p, split, both=labels == "both")
     try:
         if p.is_file() and p.suffix == ".npz":
             return _load_npz(p)
@@ -134,7 +140,7 @@ def load_dataset(path: str | Path, split: str = "train", labels: str = "original
     raise UsageError(f"{p}: not a dataset (expected a class-folder tree, FER2013 .npz files or fer2013.csv)")
 
 
-LABEL_SETS = ("original", "ferplus")
+LABEL_SETS = ("original", "ferplus", "both")
 # FER+ vote columns (microsoft/FERPlus fer2013new.csv order) and the class each feeds (None: dropped).
 FERPLUS_COLUMNS = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
                    "contempt", "unknown", "NF"]
@@ -191,7 +197,7 @@ def ferplus_majority(votes: np.ndarray, classes: list[str]) -> np.ndarray:
     return out
 
 
-def _load_ferplus(p: Path, split: str) -> FaceDataset:
+def _load_ferplus(p: Path, split: str, both: bool = False) -> FaceDataset:
     folder = p if p.is_dir() else p.parent
     if not (folder / "train.npz").is_file():
         raise UsageError(f"{p}: FER+ labels need FER2013's train.npz/test.npz (and ferplus.npz) in one folder")
@@ -205,9 +211,19 @@ def _load_ferplus(p: Path, split: str) -> FaceDataset:
     idx = np.flatnonzero(keep)
     out = base.subset(idx)
     out.targets = targets[idx]
-    out.labels = out.targets.argmax(1).astype(np.int64)
-    out.source = f"{folder},labels=ferplus"
-    out.name = "ferplus"
+    ferplus_labels = out.targets.argmax(1).astype(np.int64)
+    if both:
+        onehot = np.eye(len(base.classes), dtype=np.float32)[out.labels]
+        out.targets = (0.5 * onehot + 0.5 * out.targets).astype(np.float32)
+        # The validation carve is stratified on the FER+ labels, as for labels=ferplus, so
+        # both label sets carve the same validation images (a run continuing a FER+ run
+        # never validates on images its start trained on).
+        out.extra["carve_labels"] = ferplus_labels
+    else:
+        out.labels = ferplus_labels
+    kind = "both" if both else "ferplus"
+    out.source = f"{folder},labels={kind}"
+    out.name = kind
     return out
 
 

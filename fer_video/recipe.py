@@ -19,7 +19,7 @@ class TrainArgs:
     """The training recipe. Each field is written once, here: its default, its option and
     its help; ``add_recipe_options`` builds the ``train``/``evaluate --folds`` options from
     these fields, so the CLI and the recipe cannot disagree."""
-    # One or more sources: "PATH[,labels=original|ferplus][,weight=W]" (fer_video.sources).
+    # One or more sources: "PATH[,labels=original|ferplus|both][,weight=W]" (fer_video.sources).
     data: list[str] | str
     out: str
     weights: str = _opt("none", "starting weights: imagenet, none, or one of our checkpoints (default: %(default)s)")

@@ -1,10 +1,12 @@
 """Training sources: several ``--data`` sets in one run, each mapped onto the model's classes.
 
-A source spec is ``PATH[,labels=original|ferplus][,weight=W]``:
+A source spec is ``PATH[,labels=original|ferplus|both][,weight=W]``:
 
 - ``PATH``: any dataset ``data.load_dataset`` reads (FER2013 folder, a MANIFEST split
   folder such as RAF-DB, a class-folder set such as CK+48);
 - ``labels=ferplus``: FER2013 with the FER+ vote distributions as soft targets;
+- ``labels=both``: FER2013 with targets halfway between its original label and the FER+
+  votes (``data`` module docstring), validated against the original labels;
 - ``weight=W``: the source's share of each epoch's draws, relative to the other sources'
   weights. Without any weight, each source is drawn in proportion to its size (a plain
   concatenation); a source without a weight among weighted ones gets weight 1.
@@ -36,7 +38,7 @@ class SourceSpec:
     @property
     def name(self) -> str:
         base = Path(self.path).name or self.path
-        return f"{base}+ferplus" if self.labels == "ferplus" else base
+        return base if self.labels == "original" else f"{base}+{self.labels}"
 
 
 def parse_source(spec: str) -> SourceSpec:
@@ -49,7 +51,7 @@ def parse_source(spec: str) -> SourceSpec:
     for o in opts:
         key, sep, value = o.partition("=")
         if not sep or key not in ("labels", "weight"):
-            raise UsageError(f"--data {spec!r}: unknown option {o!r} (use labels=original|ferplus, weight=W)")
+            raise UsageError(f"--data {spec!r}: unknown option {o!r} (use labels=original|ferplus|both, weight=W)")
         if key == "labels":
             if value not in LABEL_SETS:
                 raise UsageError(f"--data {spec!r}: labels must be one of {', '.join(LABEL_SETS)}")
@@ -104,6 +106,8 @@ def to_classes(d: FaceDataset, classes: list[str]) -> FaceDataset:
     t[:, index] = d.soft_targets()
     out = d.subset(np.arange(len(d)))
     out.labels = index[d.labels]
+    if "carve_labels" in d.extra:
+        out.extra["carve_labels"] = index[d.extra["carve_labels"]]
     out.targets = t if d.targets is not None else None
     out.classes = list(classes)
     return out
@@ -221,7 +225,7 @@ def carve_run_data(args: TrainArgs) -> tuple[FaceDataset, FaceDataset]:
     trains, vals = [], []
     for d in sets:
         d = prepare_dataset(to_classes(d, classes), cfg)
-        keep, held = grouped_split(d.groups, d.labels, args.val_fraction, args.seed)
+        keep, held = grouped_split(d.groups, d.extra.get("carve_labels", d.labels), args.val_fraction, args.seed)
         trains.append(d.subset(keep))
         vals.append(d.subset(held))
     return _cap_train_images(concat_sets(trains), args), concat_sets(vals)

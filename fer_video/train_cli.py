@@ -60,7 +60,7 @@ def _add_recipe_args(p: argparse.ArgumentParser, *, require_data: bool, many: bo
     from .recipe import add_recipe_options
 
     if many:
-        p.add_argument("--data", action="append", metavar="PATH[,labels=ferplus][,weight=W]",
+        p.add_argument("--data", action="append", metavar="PATH[,labels=ferplus|both][,weight=W]",
                        help="a training source (repeat for several; see below)")
     else:
         p.add_argument("--data", required=require_data, help="dataset path (see below)")

@@ -126,6 +126,25 @@ def test_each_source_keeps_its_own_grouped_validation_carve(small_sets):
     assert tr.images.shape[1:] == (48, 48)      # RAF-DB's 100 px brought to the input size
 
 
+def test_both_label_sets_blend_targets_and_carve_as_ferplus_does(small_sets):
+    orig = load_dataset(small_sets["fer"], "train")
+    fp = load_dataset(small_sets["fer"], "train", labels="ferplus")
+    both = load_dataset(small_sets["fer"], "train", labels="both")
+    assert source_specs([f"{small_sets['fer']},labels=both"])[0].name == "fer+both"
+    assert len(both) == len(fp) < len(orig)          # the same images as FER+ keeps
+    kept = np.flatnonzero([im.tobytes() in {b.tobytes() for b in both.images} for im in orig.images])
+    assert np.array_equal(both.labels, orig.labels[kept])            # validated on the original labels
+    onehot = np.eye(len(orig.classes))[orig.labels[kept]]
+    assert np.allclose(both.targets, 0.5 * onehot + 0.5 * fp.targets, atol=1e-6)
+    # the validation carve is the one labels=ferplus carves, image for image
+    held = {}
+    for labels in ("ferplus", "both"):
+        _, va = carve_run_data(TrainArgs(data=[f"{small_sets['fer']},labels={labels}"], out="",
+                                         face_frame="none", val_fraction=0.2))
+        held[labels] = sorted(im.tobytes() for im in va.images)
+    assert held["both"] == held["ferplus"] and held["both"]
+
+
 @pytest.mark.parametrize("bad, message", [
     ("x,labels=fer+", "labels must be one of"), ("x,weight=-1", "weight must be a number > 0"),
     ("x,colour=1", "unknown option"),
