@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .atomic import visible_text
+from .atomic import display_text
 from .errors import EXIT_INPUT_FAILED, EXIT_INTERRUPTED, EXIT_OK, SetupError, UsageError
 from .media import IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, VIDEO_EXTENSIONS  # noqa: F401  (re-exported)
 from .report_folder import MAX_STEM_BYTES, report_stem  # noqa: F401  (re-exported)
@@ -216,7 +216,7 @@ def run_batch(paths: Sequence[str | os.PathLike], settings: Settings, *,
 
     def on_progress(i: int, done: float, total: float) -> None:
         if i not in current:
-            current[i] = bars.add_task(f"  {Path(todo[i].path).name}", total=None)
+            current[i] = bars.add_task(f"  {display_text(Path(todo[i].path).name)}", total=None)
         bars.update(current[i], completed=round(done, 1),
                     total=round(total, 1) if total > 0 else None)
 
@@ -230,13 +230,14 @@ def run_batch(paths: Sequence[str | os.PathLike], settings: Settings, *,
             if overall is not None:
                 bars.update(overall, advance=1, description=describe())
         if not result.ok:
-            err.print(visible_text(f"error: {row.input}: {row.reason}"), markup=False)
+            err.print(f"error: {display_text(row.input)}: {display_text(row.reason)}", markup=False,
+                      highlight=False)
         elif not quiet and not show_bars:
             what = "skipped (report complete)" if result.reused else (
                 f"{row.n_faces} face{'s' if row.n_faces != 1 else ''}"
                 + (f" ({row.dominant})" if row.dominant else "") + f" in {_fmt_s(row.wall_s)}")
-            err.print(visible_text(f"[{counts['done']}/{n}] {row.input}: {what} -> "
-                                   f"{out_root / row.report}"), markup=False)
+            err.print(f"[{counts['done']}/{n}] {display_text(row.input)}: {what} -> "
+                      f"{display_text(str(out_root / row.report))}", markup=False, highlight=False)
 
     try:
         if show_bars:
@@ -266,7 +267,8 @@ def _progress_bars(console):
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+    # markup=False: the descriptions hold file names, and "[red]x.mp4" is a valid one
+    return Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
 
 
@@ -291,6 +293,7 @@ def write_batch_index(out_root: str | os.PathLike, rows, root: Optional[str] = N
 
 def print_summary(console, rows, skipped, out_root: Path, is_batch: bool) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title="fer-video summary", title_justify="left")
     table.add_column("input", overflow="fold")
@@ -301,15 +304,16 @@ def print_summary(console, rows, skipped, out_root: Path, is_batch: bool) -> Non
     for row, was_skipped in zip(rows, skipped):
         ok = row.status == "ok"
         status = ("[green]ok[/]" + (" (skipped)" if was_skipped else "")) if ok else "[red]failed[/]"
-        table.add_row(visible_text(row.input), status, _fmt_s(row.duration_s or 0.0) if ok else "",
+        # Names and reasons as Text, never as markup: ".../x[/red].mp4" is a valid path.
+        table.add_row(Text(display_text(row.input)), status, _fmt_s(row.duration_s or 0.0) if ok else "",
                       str(row.n_faces) if ok else "",
-                      (row.dominant.replace(";", " ") or "no face") if ok else visible_text(row.reason))
+                      Text((row.dominant.replace(";", " ") or "no face") if ok else display_text(row.reason)))
     console.print(table)
     failed = sum(1 for r in rows if r.status != "ok")
     console.print(f"{len(rows) - failed} ok, {failed} failed", markup=False, highlight=False)
     if is_batch:
-        console.print(f"index: {out_root / 'index.html'}  summary: {out_root / 'summary.csv'}",
+        console.print(display_text(f"index: {out_root / 'index.html'}  summary: {out_root / 'summary.csv'}"),
                       markup=False, highlight=False)
     elif rows and rows[0].report:
-        console.print(visible_text(f"report: {out_root / rows[0].report}"), markup=False,
+        console.print(display_text(f"report: {out_root / rows[0].report}"), markup=False,
                       highlight=False)

@@ -10,7 +10,7 @@ import sys
 from typing import Optional, Sequence
 
 from . import __version__
-from .atomic import visible_text
+from .atomic import display_text
 from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, FerVideoError
 from .settings import add_settings_options, settings_from_args
 
@@ -206,7 +206,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return int(func(args) or 0)
     except FerVideoError as exc:
-        print(visible_text(f"{PROG}: error: {' '.join(str(exc).split())}"), file=sys.stderr)
+        print(display_text(f"{PROG}: error: {' '.join(str(exc).split())}"), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

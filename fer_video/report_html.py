@@ -20,7 +20,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from .atomic import atomic_write_text, visible_text
+from .atomic import atomic_write_text, display_text, visible_text
 from .charts import MAX_CHART_POINTS, share_svg, timeline_svg
 from .labels import canonical_emotion
 from .records import FaceSummary, VideoInfo
@@ -58,22 +58,6 @@ def emotion_colors(classes: Iterable[str]) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------ HTML helpers
-
-# Characters that would make a name read as another one, or not show at all: the C0 and
-# C1 controls (a line feed, an escape, ...), DEL, and the bidirectional marks, embeddings,
-# overrides and isolates (U+202E RIGHT-TO-LEFT OVERRIDE shows "evil\u202egnp.mp4" as
-# "evil4pm.png"), and the line and paragraph separators.
-_HIDDEN_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029"
-                           "\u202a-\u202e\u2066-\u2069]")
-
-
-def display_text(text: str) -> str:
-    """``text`` as an HTML page shows a name: :func:`fer_video.atomic.visible_text` (an
-    undecodable byte as ``\\xNN``), and each control, bidirectional-formatting or
-    line-separator character as a visible ``⟨U+XXXX⟩`` (``evil⟨U+202E⟩gnp.mp4``), so that
-    what is shown is the name's characters in their order. Other text is unchanged."""
-    return _HIDDEN_CHARS.sub(lambda m: f"⟨U+{ord(m.group()):04X}⟩", visible_text(text))
-
 
 _env: Optional[jinja2.Environment] = None
 

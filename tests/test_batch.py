@@ -361,3 +361,37 @@ def test_a_name_that_is_not_utf8_gets_its_row_and_report(tmp_path, samples, mode
     before = os.stat(report[:-5] + b".json").st_mtime_ns
     assert subprocess.run(cmd, capture_output=True, env=env, timeout=600).returncode == 0
     assert os.stat(report[:-5] + b".json").st_mtime_ns == before
+
+
+def test_terminal_lines_show_hostile_names_as_they_are(tmp_path, samples, settings_for, capsys,
+                                                       monkeypatch):
+    """Names with a bidi override, a line feed, an escape sequence and rich markup, printed
+    by a non-quiet batch (per-input lines on stderr, the summary table on stdout): each shows
+    as its characters (``⟨U+202E⟩`` ...), on its own line, and markup in a name is never
+    interpreted (the path ``.../x[/red].mp4``, a folder ``x[`` holding ``red].mp4``, ended the
+    run in a MarkupError traceback after every input was analysed)."""
+    from fer_video.atomic import display_text
+
+    d = tmp_path / "in" / "x["
+    d.mkdir(parents=True)
+    real = "[bold]ok\u202egnp.mp4"
+    (d / real).write_bytes((samples / "pyfeat_single_face.mp4").read_bytes())
+    bad = ["red].mp4", "[red]y.mp4", "two\nlines.mp4", "esc\x1b[31mred.mp4", "evil\u202egnp.mp4"]
+    for name in bad:
+        (d / name).write_text("a text file, not a video\n")
+    monkeypatch.setenv("COLUMNS", "1000")      # one table line per input
+    assert run_batch([d], settings_for(fps=1.0), out_root=tmp_path / "out", progress=False) == 1
+    out, err = capsys.readouterr()
+    assert_no_traceback(err)
+    for text in (out, err):
+        assert "\u202e" not in text and "\x1b" not in text
+    lines = err.splitlines()
+    for name in bad:
+        shown = display_text(str(d / name))
+        assert sum(ln.startswith(f"error: {shown}: ") for ln in lines) == 1, (name, lines)
+    assert display_text(name) == "evil⟨U+202E⟩gnp.mp4" and "two⟨U+000A⟩lines.mp4" in err
+    assert sum(ln.startswith("[") and display_text(str(d / real)) + ": 1 face" in ln for ln in lines) == 1
+    rows = [ln for ln in out.splitlines() if ln.startswith("│ ")]
+    assert len(rows) == len(bad) + 1
+    for name in bad + [real]:      # ".../x[/red].mp4" among them
+        assert sum(f"│ {display_text(str(d / name))} " in ln for ln in rows) == 1, (name, rows)
