@@ -19,7 +19,7 @@ import pytest
 from fer_video.batch import run_batch
 from fer_video.cli import main
 
-from test_parallel import _summary, assert_same_reports
+from test_parallel import _alive, _cmdline, _descendants, _summary, assert_same_reports
 
 if os.environ.get("CI") == "true":
     import ray  # noqa: F401  # CI installs the extra: a missing Ray must fail, not skip
@@ -125,6 +125,68 @@ def test_ray_cluster_killed_worker_and_timeout_fail_only_their_input(
     assert main(args) == 0                 # resume: only the two failed inputs run again
     assert done.stat().st_mtime_ns == before
     assert_same_reports(serial_reports, out, folder)
+
+
+def _killed_driver(folder: Path, model_path: Path, out: Path, address: str | None):
+    """Run ``analyze FOLDER --executor ray`` as its own process, one input's task asleep;
+    once the other two reports are complete, SIGKILL the driver (no clean-up can run).
+    Returns (the driver's descendants, the Ray task processes, each as pid -> start time,
+    and every such process's command line), all taken just before the kill."""
+    env = {**os.environ, "FER_VIDEO_TEST_SLEEP_ON": "liveportrait_d19.mp4", "FER_VIDEO_TEST_SLEEP_S": "600"}
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, str(Path(__file__).resolve().parents[1] / "cli.py"), "analyze", str(folder),
+           "--executor", "ray", "--fps", "1", "--model", str(model_path), "--device", "cpu",
+           "--out", str(out), "--quiet"] + (["--address", address] if address else [])
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.monotonic() + 600
+        while not all((out / s / f"{s}.json").is_file() for s in ("pyfeat_single_face", "pyfeat_no_face")):
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "no report completed in time"
+            time.sleep(0.3)
+        time.sleep(1)
+        tree = _descendants(proc.pid)
+        everyone = _descendants(1)
+        names = {p: _cmdline(p).strip() for p in everyone}
+        tasks = {p: started for p, started in everyone.items()
+                 if names[p].startswith(("ray::ray_task", "ray::StartLog"))}
+        proc.kill()
+        proc.wait(timeout=30)
+        return tree, tasks, names
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_local_ray_instance_dies_with_its_killed_driver(folder, model_path, tmp_path):
+    """No --address: the driver started Ray (GCS, raylet, agents, workers). SIGKILL it while
+    a task runs: 5 s later none of those processes is alive (Ray's agents used to live on
+    for minutes; fer_video.executors.reaper takes them down)."""
+    tree, _, names = _killed_driver(folder, model_path, tmp_path / "out", None)
+    try:
+        assert any(names[p].startswith("ray::ray_task") for p in tree), {p: names[p] for p in tree}
+        assert any(names[p].startswith("ray::DashboardAgent") for p in tree), {p: names[p] for p in tree}
+        time.sleep(5)
+        left = _alive(tree)
+        assert not left, {p: names[p] for p in left}
+    finally:
+        for p in _alive(tree):
+            os.kill(p, signal.SIGKILL)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_tasks_on_a_cluster_die_with_their_killed_driver(folder, ray_head, model_path, tmp_path):
+    """--address: the cluster lives on, the job's tasks (the sleeping one included) and its
+    start-log actor do not: Ray ends a dead driver's job; 5 s later none is alive."""
+    _, tasks, names = _killed_driver(folder, model_path, tmp_path / "out", ray_head)
+    assert any(names[p].startswith("ray::ray_task") for p in tasks), tasks
+    time.sleep(5)
+    left = _alive(tasks)
+    assert not left, {p: names[p] for p in left}
 
 
 def test_ray_missing_is_a_setup_error_saying_how_to_install(folder, model_path, tmp_path,

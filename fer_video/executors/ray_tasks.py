@@ -16,6 +16,14 @@ reports are byte-identical to ``--jobs 1`` apart from timings. Design:
 * A worker that dies (``os._exit``, a signal, Ray's out-of-memory killer, a lost node)
   fails only its video: "worker process died (...)". Tasks are never retried here: a
   second run of the same command retries what failed (complete reports are skipped).
+* A driver that dies (SIGKILL, the OOM killer) takes its tasks with it: Ray ends a dead
+  driver's job and kills its workers (~2 s, measured with Ray 2.60). A local instance this
+  run started also loses its GCS and raylet with the driver, and a watchdog
+  (:mod:`.reaper`) kills the raylet's agents, which Ray left alive for minutes.
+* Token authentication (Ray >= 2.59): connecting to a cluster with ``--address`` sends
+  the token Ray finds (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``, ``~/.ray/auth_token``)
+  unless ``RAY_AUTH_MODE`` says otherwise: ``ray start --head`` enables authentication
+  whenever such a token exists, and plain ``ray.init(address=...)`` would not send it.
 * Paths: a task runs in the driver's working directory (``chdir``), so relative paths in
   reports match the single-process run. On a multi-node cluster, inputs and ``--out``
   must be on a filesystem every node mounts at the same path, and fer-video must be
@@ -98,10 +106,31 @@ def _check_reachable(address: str, wait_s: float = 10.0) -> None:
                          f"{exc.strerror or type(exc).__name__}") from None
 
 
-def _init(ray, address: Optional[str]) -> bool:
-    """Connect to (or start) a cluster; return True when this call started/connected it."""
+def _ray_token_available() -> bool:
+    """Whether Ray can find an authentication token (its env variables or ~/.ray/auth_token)."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.join(os.path.expanduser("~"), ".ray", "auth_token")
+    return os.path.isfile(path)
+
+
+def _client_token_mode() -> None:
+    """RAY_AUTH_MODE=token for this process, with Ray's cached config refreshed (Ray reads
+    the variable once, when it is imported)."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available)
+    except ImportError:        # Ray before 2.59: no default token authentication to meet
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+def _init(ray, address: Optional[str]):
+    """Connect to (or start) a cluster. Returns None when Ray was already initialised by the
+    caller, else what to hand to :func:`_shutdown` at the end (this call started or
+    connected it): the watchdog of a new local instance (:mod:`.reaper`), or True."""
     if ray.is_initialized():
-        return False
+        return None
     env = {k: v for k, v in os.environ.items() if k.startswith("FER_VIDEO_")}
     # As Ray does, RAY_ADDRESS stands in for a missing --address. Otherwise "local" starts a
     # new instance: plain ray.init() would join whatever cluster /tmp/ray/ray_current_cluster
@@ -111,17 +140,42 @@ def _init(ray, address: Optional[str]) -> bool:
                   logging_level=logging.ERROR, configure_logging=True)
     if env:
         kwargs["runtime_env"] = {"env_vars": env}
+    reaper = True
     if address:
         _check_reachable(address)
+        # Since Ray 2.59 `ray start --head` turns token authentication on whenever a token
+        # exists (a local ray.init() writes ~/.ray/auth_token), but ray.init(address=...)
+        # sends the token only when RAY_AUTH_MODE=token: connecting to a cluster on this
+        # machine failed ("InvalidAuthToken") after any earlier local run. A client in token
+        # mode also connects to a cluster without authentication (tried with Ray 2.60).
+        if "RAY_AUTH_MODE" not in os.environ and _ray_token_available():
+            _client_token_mode()
+    else:
+        from . import reaper as reaper_mod
+
+        reaper = reaper_mod.start() or True
     try:
-        ray.init(**kwargs)
+        try:
+            ray.init(**kwargs)
+        except BaseException:
+            if reaper is not True:
+                reaper.done()
+            raise
     except ConnectionError as exc:
         where = address or "a new local cluster"
         raise SetupError(f"cannot connect to the Ray cluster at {where}: "
                          f"{' '.join(str(exc).split())[:300]}") from None
     except ValueError as exc:     # e.g. a malformed address
         raise UsageError(f"--address {address!r}: {' '.join(str(exc).split())[:300]}") from None
-    return True
+    return reaper
+
+
+def _shutdown(ray, owned) -> None:
+    if owned is None:
+        return
+    ray.shutdown()
+    if owned is not True:
+        owned.done()
 
 
 def _died_reason(exc: BaseException) -> str:
@@ -243,5 +297,4 @@ def _run(jobs: Sequence, out_root, settings, options: Options) -> list:
             raise
         return results
     finally:
-        if owned:
-            ray.shutdown()
+        _shutdown(ray, owned)
