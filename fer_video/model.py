@@ -1,4 +1,12 @@
-"""The emotion classifier: a torchvision ResNet50 backbone with one of two heads.
+"""The emotion classifier: a ResNet50 backbone with one of two heads.
+
+The backbone is torchvision's ResNet50 (v1.5: stride on the 3x3 convolution) written out
+here with the same layers and parameter names, so torchvision's ImageNet weights and every
+checkpoint load into it unchanged (tests/test_classify.py compares the two networks
+output for output). Why not import it: ``import torchvision`` imports ``torch._dynamo``
+and cost 1.5 s of a 3.5 s start-up (measured: ``python -c "import torch"`` 1.9 s,
+``"import torch, torchvision"`` 3.5 s, 2 busy cores); the detector dropped it for the same
+reason (fer_video/mtcnn.py). torchvision is still imported to fetch ImageNet weights.
 
 ``seed`` is the head of the founding note (Conv2D -> MaxPooling2D -> BatchNormalization
 -> Dropout -> Flatten -> Dense -> softmax); ``linear`` is the usual global-average-pool
@@ -16,6 +24,76 @@ from torch import nn
 ARCHITECTURES = ("resnet50",)
 HEADS = ("seed", "linear")
 STEMS = ("imagenet", "small")
+
+
+class Bottleneck(nn.Module):
+    """torchvision's ``Bottleneck`` (expansion 4, stride on ``conv2``), same names."""
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+RESNET50_LAYERS = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))   # (planes, blocks, stride)
+
+
+def resnet50_trunk(small_stem: bool) -> nn.Sequential:
+    """conv1, bn1, relu, maxpool (an Identity for the small stem), layer1..4: torchvision's
+    ``resnet50`` up to ``layer4``, as ``EmotionNet.backbone`` indexes it, initialised as
+    torchvision initialises it (Kaiming-normal fan-out convolutions, BatchNorm 1 and 0)."""
+    layers: list[nn.Module] = [nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(64),
+                               nn.ReLU(inplace=True),
+                               nn.Identity() if small_stem else nn.MaxPool2d(3, stride=2, padding=1)]
+    inplanes = 64
+    for planes, blocks, stride in RESNET50_LAYERS:
+        down = None
+        if stride != 1 or inplanes != planes * Bottleneck.expansion:
+            down = nn.Sequential(nn.Conv2d(inplanes, planes * Bottleneck.expansion, 1, stride=stride, bias=False),
+                                 nn.BatchNorm2d(planes * Bottleneck.expansion))
+        stage = [Bottleneck(inplanes, planes, stride, down)]
+        inplanes = planes * Bottleneck.expansion
+        stage += [Bottleneck(inplanes, planes) for _ in range(1, blocks)]
+        layers.append(nn.Sequential(*stage))
+    trunk = nn.Sequential(*layers)
+    if trunk[0].weight.is_meta:
+        # Built on the meta device to be filled from a checkpoint: nothing to initialise,
+        # and normal_() there goes through torch._refs, which imports torch._dynamo
+        # (1.1 s of start-up, measured).
+        return trunk
+    for m in trunk.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.constant_(m.weight, 1)
+            nn.init.constant_(m.bias, 0)
+    return trunk
+
+
+def trunk_grid(img_size: int, small_stem: bool) -> int:
+    """The side of layer4's output grid for a square input of ``img_size``: conv1 and each
+    later stage halve it (rounding up), as does the ImageNet stem's max-pool."""
+    n = (img_size + 2 * 3 - 7) // 2 + 1
+    if not small_stem:
+        n = (n + 2 - 3) // 2 + 1
+    for _, _, stride in RESNET50_LAYERS:
+        n = (n + 2 - 3) // stride + 1
+    return n
 
 
 class SeedHead(nn.Module):
@@ -64,19 +142,11 @@ class EmotionNet(nn.Module):
             raise ValueError(f"unknown head {head!r}; choose one of {HEADS}")
         if stem not in STEMS:
             raise ValueError(f"unknown stem {stem!r}; choose one of {STEMS}")
-        from torchvision.models import resnet50
-
-        trunk = resnet50(weights=None)
-        if stem == "small":
-            # Small faces (48x48): drop the stem max-pool so layer4 sees a 3x3 grid, not 2x2.
-            trunk.maxpool = nn.Identity()
-        self.backbone = nn.Sequential(
-            trunk.conv1, trunk.bn1, trunk.relu, trunk.maxpool,
-            trunk.layer1, trunk.layer2, trunk.layer3, trunk.layer4,
-        )
-        with torch.no_grad():
-            grid = self.backbone.eval()(torch.zeros(1, 3, img_size, img_size)).shape[-2:]
-        self.backbone.train()
+        # Small faces (48x48): the small stem drops the stem max-pool so layer4 sees a 3x3
+        # grid, not 2x2.
+        self.backbone = resnet50_trunk(small_stem=stem == "small")
+        side = trunk_grid(img_size, small_stem=stem == "small")
+        grid = (side, side)
         kw = {} if dropout is None else {"dropout": dropout}
         if head == "seed":
             self.head: nn.Module = SeedHead(2048, num_classes, (grid[0], grid[1]), **kw)
@@ -124,12 +194,18 @@ def load_imagenet_backbone(model: EmotionNet) -> None:
             f"Offline? Put {filename} (from {weights.url}) at {hub_dir / filename}, "
             "or start from one of our checkpoints with --weights PATH"
         ) from None
-    trunk_state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    # Map torchvision names (conv1, bn1, layer1..4) onto our Sequential indices.
-    names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+    model.backbone.load_state_dict(backbone_state_from_torchvision(state), strict=True)
+
+
+TORCHVISION_NAMES = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+
+
+def backbone_state_from_torchvision(state: dict) -> dict:
+    """A torchvision ``resnet50`` state dict as ``EmotionNet.backbone`` names it: conv1,
+    bn1, layer1..4 become the Sequential's indices; ``fc`` is dropped."""
     mapped = {}
-    for key, value in trunk_state.items():
+    for key, value in state.items():
         prefix, rest = key.split(".", 1)
-        mapped[f"{names.index(prefix)}.{rest}"] = value
-    missing, unexpected = model.backbone.load_state_dict(mapped, strict=True), None
-    del missing, unexpected
+        if prefix != "fc":
+            mapped[f"{TORCHVISION_NAMES.index(prefix)}.{rest}"] = value
+    return mapped

@@ -177,3 +177,53 @@ def test_invalid_tta_is_a_usage_error(model_path):
         EmotionClassifier(model_path, device="cpu", tta="sixcrop")
     with pytest.raises(UsageError, match="invalid tta"):
         Settings(tta="sixcrop")
+
+
+@pytest.mark.parametrize("stem", ["imagenet", "small"])
+def test_backbone_is_torchvisions_resnet50(stem):
+    """The backbone written out in model.py is torchvision's resnet50 up to layer4: the same
+    parameter names and shapes (torchvision's state loads strictly) and the same outputs."""
+    from torch import nn
+    from torchvision.models import resnet50
+
+    from fer_video.model import EmotionNet, backbone_state_from_torchvision
+
+    torch.manual_seed(0)
+    tv = resnet50(weights=None).eval()
+    if stem == "small":
+        tv.maxpool = nn.Identity()
+    net = EmotionNet(7, img_size=48, stem=stem).eval()
+    net.backbone.load_state_dict(backbone_state_from_torchvision(tv.state_dict()), strict=True)
+    trunk = nn.Sequential(tv.conv1, tv.bn1, tv.relu, tv.maxpool, tv.layer1, tv.layer2, tv.layer3, tv.layer4)
+    x = torch.randn(2, 3, 48, 48)
+    with torch.inference_mode():
+        ref, ours = trunk(x), net.backbone(x)
+    assert ref.shape == ours.shape and torch.allclose(ref, ours, atol=1e-5)
+    # the same initialisation rule: Kaiming-normal fan-out convolutions, BatchNorm 1 / 0
+    w = net.backbone[4][0].conv2.weight
+    assert abs(float(w.std()) - (2.0 / (64 * 9)) ** 0.5) < 0.01
+    assert torch.equal(net.backbone[1].weight, torch.ones(64))
+
+
+@pytest.mark.parametrize("size", [32, 40, 47, 48, 64, 97, 112])
+def test_trunk_grid_is_what_the_backbone_gives(size):
+    from fer_video.model import EmotionNet, trunk_grid
+
+    for stem in ("imagenet", "small"):
+        net = EmotionNet(7, img_size=size, stem=stem).eval()
+        with torch.inference_mode():
+            out = net.backbone(torch.zeros(1, 3, size, size))
+        assert out.shape[-1] == trunk_grid(size, small_stem=stem == "small"), (size, stem)
+
+
+def test_classification_does_not_import_torchvision(model_path):
+    # `import torchvision` costs ~1.5 s of start-up (it imports torch._dynamo)
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from fer_video.classify import EmotionClassifier; "
+            f"c = EmotionClassifier({str(model_path)!r}, device='cpu'); "
+            "c.predict(np.zeros((64, 64, 3), np.uint8), [(8, 8, 56, 56)]); "
+            "sys.exit(3 if 'torchvision' in sys.modules else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
