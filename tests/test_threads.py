@@ -22,7 +22,7 @@ def test_threads_never_exceed_the_cores(cores):
 def test_plans_by_share_of_cores():
     assert plan_threads(1, 1).inline
     assert plan_threads(8, 8).inline                       # one core each: every stage inline
-    assert plan_threads(2, 1) == ThreadPlan(prefetch=True)
+    assert plan_threads(2, 1) == ThreadPlan(classify_threads=1)
     assert plan_threads(3, 1) == ThreadPlan(prefetch=True, detect_threads=1, classify_threads=1)
     assert plan_threads(16, 1) == ThreadPlan(prefetch=True, detect_threads=2, classify_threads=1)
     assert plan_threads(16, 4) == plan_threads(4, 1)

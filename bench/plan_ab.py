@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Thread plans side by side: the same clips through ``analyze_video`` in one process.
+
+For each clip and plan (interleaved, ``--rounds`` times; models loaded once, one torch
+thread): the median ``wall_s`` (decoding to the last prediction, no model load, no report),
+the detection and classification busy seconds, and whether the predictions (face ids,
+frames, probabilities, bit for bit) are those of the first plan. The plans are the 2-core
+candidates: decoding in its own thread with detection and classification in the caller
+(session 8's plan), classification in its own thread with decoding and detection in the
+caller (session 9's), and both threads (3 busy threads on 2 cores: over the plan's
+invariant, shown for reference), each with 32-crop classification batches; and 8-crop
+batches, which start classifying sooner but change probabilities in the last bits.
+
+    python bench/plan_ab.py ../shared/videos/sadtalker_WDA_KatieHill_000.mp4 \\
+        ../shared/videos/pyfeat_WolfgangLanger_Pexels.mp4
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("clips", nargs="+")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--fps", type=float, default=5.0)
+    args = ap.parse_args()
+
+    import torch
+
+    from fer_video.classify import EmotionClassifier
+    from fer_video.detect import FaceDetector
+    from fer_video.pipeline import analyze_video
+    from fer_video.settings import Settings
+    from fer_video.threads import ThreadPlan
+
+    torch.set_num_threads(1)
+    det = FaceDetector(device="cpu")
+    clfs = {bs: EmotionClassifier(None, device="cpu", batch_size=bs) for bs in (32, 8)}
+    runs = {"decode thread (s8), b32": (ThreadPlan(prefetch=True), 32),
+            "classify thread (s9), b32": (ThreadPlan(classify_threads=1), 32),
+            "both threads (3 busy), b32": (ThreadPlan(prefetch=True, classify_threads=1), 32),
+            "classify thread, b8": (ThreadPlan(classify_threads=1), 8)}
+    res: dict = {}
+    for _ in range(args.rounds):
+        for clip in args.clips:
+            for name, (plan, bs) in runs.items():
+                r = analyze_video(clip, Settings(fps=args.fps), detector=det, classifier=clfs[bs], threads=plan)
+                res.setdefault((clip, name), []).append(r)
+    first = next(iter(runs))
+    for clip in args.clips:
+        ref = [(p.face_id, p.frame_index, p.probs) for p in res[(clip, first)][0].predictions]
+        print(Path(clip).name)
+        for name in runs:
+            rs = res[(clip, name)]
+            same = [(p.face_id, p.frame_index, p.probs) for p in rs[0].predictions] == ref
+            print(f"  {name:28s} wall {statistics.median(r.wall_s for r in rs):5.2f} s   busy detect "
+                  f"{statistics.median(r.timings['detect'] for r in rs):.2f} classify "
+                  f"{statistics.median(r.timings['classify'] for r in rs):.2f}   same predictions: {same}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
