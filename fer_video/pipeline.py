@@ -10,6 +10,7 @@ and the per-input job of every executor is :mod:`fer_video.job`'s.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional
@@ -18,7 +19,7 @@ import numpy as np
 
 from .errors import InputError
 from .detect_stage import DetectInOrder, GuidedDetect
-from .pipeline_parts import Inline, NoPrefetch, Prefetch, jpeg, thumbnail
+from .pipeline_parts import DecodeStalled, Inline, NoPrefetch, Prefetch, jpeg, thumbnail
 from .records import DetectionStats, FacePrediction, FaceSummary, TrackedFace, VideoInfo
 from .settings import Settings
 from .threads import ThreadPlan, plan_threads
@@ -159,8 +160,11 @@ def _stream(path: str, info: VideoInfo, settings: Settings, plan: ThreadPlan,
     classify.load()                 # the weights load while the first frames decode
     sampled = sample_frames(path, fps=settings.fps, start=settings.start, end=settings.end,
                             info=info, threads=plan.decode_threads)
-    frames = (Prefetch(sampled, depth=settings.batch_size) if plan.prefetch
-              else NoPrefetch(sampled))
+    if os.environ.get("FER_VIDEO_TEST_DECODE_STALL") == os.path.basename(path):   # tests only
+        sampled = _stalls_after(sampled, 2)
+    stall = settings.stall_timeout
+    frames = (Prefetch(sampled, depth=settings.batch_size, stall_s=stall) if plan.prefetch
+              else NoPrefetch(sampled, stall_s=stall))
     n_samples, last_time = 0, 0.0
     batch: list = []
     finished = False
@@ -179,6 +183,10 @@ def _stream(path: str, info: VideoInfo, settings: Settings, plan: ThreadPlan,
         detect.drain()
         classify.drain()
         finished = True
+    except DecodeStalled as exc:
+        at = "" if info.is_image else f" after {last_time:.2f} s of video"
+        raise InputError(path, f"decoding stalled: no frame for {exc.stall_s:g} s{at} (a blocked "
+                               "read or a decoder that does not return; --stall-timeout)") from None
     finally:
         frames.close()
         detect.close(wait=finished)
@@ -195,6 +203,15 @@ def _stream(path: str, info: VideoInfo, settings: Settings, plan: ThreadPlan,
     if progress is not None:
         progress(total, total)
     return n_samples, last_time
+
+
+def _stalls_after(frames, n: int):
+    """Test hook (tests/test_pipeline.py): the real frames, then a decoder that blocks
+    for an hour after ``n`` of them, as a read on a stalled mount does."""
+    for k, frame in enumerate(frames):
+        if k == n:
+            threading.Event().wait(3600)
+        yield frame
 
 
 def _summarise(predictions: list[FacePrediction], classes, info: VideoInfo, settings: Settings,

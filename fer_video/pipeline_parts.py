@@ -1,6 +1,6 @@
 """The analysis's small parts that are not a stage: decoding ahead in a thread
-(:class:`Prefetch`; :class:`NoPrefetch` has its interface and decodes in the caller's
-thread), a stand-in for a thread pool that runs each call at once (:class:`Inline`, for
+(:class:`Prefetch`; :class:`NoPrefetch` has its interface and decodes one frame at a time,
+only while the caller waits for it), both with a stall guard (:class:`DecodeStalled`), a stand-in for a thread pool that runs each call at once (:class:`Inline`, for
 one-core workers), and a face's report thumbnail (:func:`thumbnail`, :func:`jpeg`).
 Used by :mod:`fer_video.pipeline`; Pillow is imported only when a thumbnail is made.
 """
@@ -17,11 +17,26 @@ THUMB_SIDE = 128          # thumbnails are at most this many pixels on their lon
 THUMB_MARGIN = 0.2        # fraction of the box side added around a face for its thumbnail
 
 
+class DecodeStalled(Exception):
+    """No frame (nor the end) came from the decoder for ``stall_s`` seconds."""
+
+    def __init__(self, stall_s: float):
+        super().__init__(f"no frame for {stall_s:g} s")
+        self.stall_s = stall_s
+
+
 class Prefetch:
     """Decode ahead in a background thread (PyAV releases the GIL while decoding), so
-    decoding overlaps detection. The queue is bounded: at most ``depth`` frames wait."""
+    decoding overlaps detection. The queue is bounded: at most ``depth`` frames wait.
 
-    def __init__(self, iterable, depth: int):
+    The stall guard: when the decoder gives neither a frame nor its end for ``stall_s``
+    seconds (a read blocked on a stalled network mount, a decoder that does not return),
+    ``next()`` raises :class:`DecodeStalled` and the input can fail while the run goes on.
+    The decode thread cannot be stopped inside FFmpeg: it is a daemon thread, left to
+    finish or to end with the process."""
+
+    def __init__(self, iterable, depth: int, stall_s: float | None = None):
+        self._stall_s = stall_s
         self._q: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
         self.busy_s = 0.0                 # seconds the decode thread spent producing frames
@@ -65,8 +80,14 @@ class Prefetch:
     def __iter__(self):
         return self
 
+    def _get(self):
+        try:
+            return self._q.get(timeout=self._stall_s)
+        except queue.Empty:
+            raise DecodeStalled(self._stall_s) from None
+
     def __next__(self):
-        kind, value = self._q.get()
+        kind, value = self._get()
         if kind == "frame":
             return value
         if kind == "error":
@@ -102,27 +123,46 @@ class Inline:
         pass
 
 
-class NoPrefetch:
-    """``Prefetch``'s interface, decoding in the caller's thread (one-core workers)."""
+class NoPrefetch(Prefetch):
+    """``Prefetch`` decoding one frame at a time, only while the caller waits for it: the
+    decode thread and the caller never run at once (one-core workers, and the 2-core plan
+    where the caller decodes between detection batches), and the stall guard still holds."""
 
-    def __init__(self, iterable):
-        self._it = iter(iterable)
-        self.busy_s = 0.0
+    def __init__(self, iterable, stall_s: float | None = None):
+        self._asked = threading.Semaphore(0)     # one release per frame the caller wants
+        super().__init__(iterable, depth=1, stall_s=stall_s)
 
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        t0 = time.perf_counter()
+    def _run(self, iterable) -> None:
+        it = iter(iterable)
         try:
-            return next(self._it)
+            while True:
+                while not self._asked.acquire(timeout=0.1):
+                    if self._stop.is_set():
+                        return
+                if self._stop.is_set():
+                    return
+                t0 = time.perf_counter()
+                try:
+                    item = next(it)
+                except StopIteration:
+                    self.busy_s += time.perf_counter() - t0
+                    self._q.put(("end", None))
+                    return
+                self.busy_s += time.perf_counter() - t0
+                self._q.put(("frame", item))       # the caller took the last one: room for it
+        except BaseException as exc:    # handed to the consumer, raised there
+            self._q.put(("error", exc))
         finally:
-            self.busy_s += time.perf_counter() - t0
+            close = getattr(it, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    pass
 
-    def close(self) -> None:
-        close = getattr(self._it, "close", None)
-        if close is not None:
-            close()
+    def _get(self):
+        self._asked.release()
+        return super()._get()
 
 
 def thumbnail(image: np.ndarray, box) -> np.ndarray:

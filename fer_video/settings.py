@@ -107,6 +107,11 @@ class Settings:
                           group="sampling", metavar="S")
     end: Optional[float] = option(None, "stop at this time in seconds (default: the end)",
                                   check=_positive, group="sampling", metavar="S", type=float)
+    stall_timeout: float = option(
+        300.0, "fail an input when its decoding gives no frame for S seconds (a read blocked on a "
+               "stalled mount, a decoder that does not return); the run goes on. Needs no worker "
+               "processes, unlike --timeout (default: 300)",
+        check=_positive, affects_result=False, group="sampling", metavar="S")
     min_face: int = option(20, "smallest face side in pixels to detect (default: 20)", check=_count,
                            group="faces", metavar="PX")
     det_threshold: float = option(0.9, "face detector confidence in (0, 1] (default: 0.9)",

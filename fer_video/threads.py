@@ -41,7 +41,9 @@ class ThreadPlan:
     classify_threads: 1 runs classification in its own thread, alongside detection; 0 runs
                       it in the calling thread.
     decode_threads:   FFmpeg threads per decoder (always 1, see the module docstring).
-    prefetch:         decode ahead in a thread of its own (else in the calling thread).
+    prefetch:         decode ahead in a thread of its own (else one frame at a time, only
+                      while the calling thread waits for it: a helper thread that never runs
+                      alongside the caller, there for the stall guard, ``--stall-timeout``).
     """
     torch_threads: int = 1
     detect_threads: int = 0

@@ -60,7 +60,8 @@ def test_missing_path_exit_2_one_line(capsys, tmp_path):
                                  ["--device", "tpu"], ["--batch-size", "0"], ["--bogus"],
                                  ["--tta", "sixcrop"], ["--min-face", "0"], ["--smoothing", "-1"],
                                  ["--keyframe-every", "x"], ["--end", "inf"], ["--start", "nan"],
-                                 ["--min-track", "1.5"], ["--executor", "dask"]])
+                                 ["--min-track", "1.5"], ["--executor", "dask"],
+                                 ["--stall-timeout", "0"]])
 def test_bad_option_exit_2_one_line(capsys, samples, opt):
     code, _, err = run_main(capsys, "analyze", samples / "pyfeat_single_face.mp4", *opt)
     assert code == 2
@@ -78,14 +79,14 @@ def test_analyze_options_are_the_settings_fields(capsys):
     assert main(["analyze", "--help"]) == 0
     text = capsys.readouterr().out
     options = [f for f in fields(Settings) if f.metadata.get("help")]
-    assert len(options) == 13
+    assert len(options) == 14
     for f in options:
         assert flag(f) in text
     args = build_parser().parse_args(["analyze", "x.mp4"])
     assert settings_from_args(args) == Settings()
     assert {f.name: getattr(args, f.name) for f in options} == \
         {f.name: f.default for f in options}
-    assert NOT_IN_RESULT == {"device", "batch_size", "classify_batch_size", "model"}
+    assert NOT_IN_RESULT == {"device", "batch_size", "classify_batch_size", "model", "stall_timeout"}
     parsed = build_parser().parse_args(["analyze", "x.mp4", "--threshold", "0.5", "--smoothing",
                                         "2", "--min-track", "3", "--end", "4"])
     s = settings_from_args(parsed)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -210,6 +211,66 @@ def test_prefetch_keeps_order_propagates_errors_and_stops():
     assert next(p) == 0
     p.close()
     assert closed == [True]               # the decoder was closed, the thread has ended
+
+
+def test_decoding_that_blocks_raises_decode_stalled_and_no_prefetch_waits_to_be_asked():
+    import threading
+
+    from fer_video.pipeline_parts import DecodeStalled, NoPrefetch, Prefetch
+
+    calls = []
+
+    def blocks_after(n):
+        for i in range(n):
+            calls.append(i)
+            yield i
+        threading.Event().wait(3600)            # a read that never returns
+
+    for make in (lambda it: Prefetch(it, depth=4, stall_s=0.5), lambda it: NoPrefetch(it, stall_s=0.5)):
+        calls.clear()
+        p = make(blocks_after(3))
+        assert [next(p) for _ in range(3)] == [0, 1, 2]
+        t0 = time.monotonic()
+        with pytest.raises(DecodeStalled, match="no frame for 0.5 s"):
+            next(p)
+        assert 0.4 < time.monotonic() - t0 < 3
+        p.close()                               # returns although the decoder is stuck
+    # NoPrefetch decodes only when asked: never alongside the caller's work
+    calls.clear()
+    p = NoPrefetch(blocks_after(5), stall_s=5)
+    time.sleep(0.3)
+    assert calls == []
+    assert next(p) == 0
+    time.sleep(0.3)
+    assert calls == [0]
+    assert next(p) == 1 and calls == [0, 1]
+    p.close()
+
+
+def test_a_stalled_input_fails_in_one_line_and_the_batch_goes_on(tmp_path, samples, settings_for,
+                                                                 monkeypatch, capsys):
+    """Without --timeout (in this process, no worker to kill): the decoder of one real clip
+    blocks after two frames; --stall-timeout 2 fails it, the next clip is analysed."""
+    import csv
+
+    from conftest import assert_no_traceback
+    from fer_video.batch import run_batch
+
+    d = tmp_path / "in"
+    d.mkdir()
+    for name in ("a_stalls.mp4", "b.mp4"):
+        (d / name).write_bytes((samples / "pyfeat_single_face.mp4").read_bytes())
+    monkeypatch.setenv("FER_VIDEO_TEST_DECODE_STALL", "a_stalls.mp4")
+    t0 = time.monotonic()
+    assert run_batch([d], settings_for(fps=1.0, stall_timeout=2.0), out_root=tmp_path / "out",
+                     quiet=True) == 1
+    assert time.monotonic() - t0 < 120
+    assert_no_traceback(capsys.readouterr().err)
+    rows = {Path(r["input"]).name: r for r in csv.DictReader(open(tmp_path / "out" / "summary.csv"))}
+    assert rows["b.mp4"]["status"] == "ok" and rows["b.mp4"]["n_faces"] == "1"
+    assert rows["a_stalls.mp4"]["status"] == "failed"
+    assert rows["a_stalls.mp4"]["reason"].startswith("decoding stalled: no frame for 2 s after 1.00 s of video")
+    assert not (tmp_path / "out" / "a_stalls" / "a_stalls.json").exists()
 
 
 def test_every_thread_plan_gives_the_same_result(samples, settings_for):
