@@ -67,9 +67,11 @@ def main() -> int:
         config.recipe.update({k: v for k, v in started.items() if k in config.recipe and k != "start"})
     names = {"fer2013": "FER2013 (Kaggle ICML 2013 challenge), original labels",
              "fer2013+ferplus": "FER2013 images with the FER+ crowd votes (Barsoum et al. 2016) as soft labels",
+             "fer2013+both": "FER2013 images, targets halfway between the original labels and the FER+ votes",
              "rafdb": "RAF-DB basic (Li, Deng and Du, CVPR 2017), official train split"}
     licences = {"fer2013": "FER2013: research / non-commercial use only",
                 "fer2013+ferplus": "FER2013 images: research / non-commercial use only; FER+ label file: MIT",
+                "fer2013+both": "FER2013 images: research / non-commercial use only; FER+ label file: MIT",
                 "rafdb": "RAF-DB: non-commercial research only, not redistributable"}
     sources = [s["name"] for s in config.data.get("sources", [])] or ["fer2013"]
     config.data["name"] = "; ".join(names.get(n, n) for n in sources) + " (each minus a 10% validation carve)"
