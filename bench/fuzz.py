@@ -27,6 +27,7 @@ kept under ``--keep`` (default ``fuzz_findings/``) with the two summaries.
 
     python bench/fuzz.py --cases 30                  # ~30 cases (the tests run this)
     python bench/fuzz.py --cases 10000 --seed 1      # the benchmark in docs/benchmarks.md
+    python bench/fuzz.py --seed 13 --batch 100 --write-batch 52 --keep b52   # one batch's files again
 """
 from __future__ import annotations
 
@@ -158,6 +159,32 @@ def run_batch(folder: Path, out: Path, jobs: int, timeout: float, batch_timeout:
     return {"code": code, "stderr": err, "hung": hung, "rows": rows, "wall_s": time.perf_counter() - t0}
 
 
+def _cases(rng: random.Random, seeds: list[Path], blobs: list[bytes]):
+    """The mutated cases in order: (seed index, bytes, recipe), drawn from ``rng`` as a run draws them."""
+    while True:
+        k = rng.randrange(len(seeds))
+        data, recipe = mutate(blobs[k], blobs[rng.randrange(len(seeds))], rng)
+        yield k, data, recipe
+
+
+def write_batch(seed: int, batch: int, which: int, out: Path) -> int:
+    """Write batch ``which`` of a run (``--seed``, ``--batch``) into ``out``, and nothing else."""
+    work = Path(tempfile.mkdtemp(prefix="fer-fuzz-"))
+    try:
+        seeds = make_seeds(work / "seeds")
+        blobs = [p.read_bytes() for p in seeds]
+        cases = _cases(random.Random(seed), seeds, blobs)
+        out.mkdir(parents=True, exist_ok=True)
+        for made in range(which * batch):
+            k, data, _ = next(cases)
+            if made >= (which - 1) * batch:
+                (out / f"case{made:05d}{seeds[k].suffix}").write_bytes(data)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"wrote batch {which} ({batch} cases) into {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", type=int, default=30, help="mutated files in all (default: %(default)s)")
@@ -168,7 +195,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="a batch run still going after this many seconds counts as a hang (default: %(default)s)")
     ap.add_argument("--keep", type=Path, default=Path("fuzz_findings"), help="where problem cases are copied")
     ap.add_argument("--json", type=Path, help="also write the tallies here")
+    ap.add_argument("--write-batch", type=int, metavar="K",
+                    help="only write batch K's files (the same bytes a run with this --seed and "
+                         "--batch analysed) into --keep, and stop: to reproduce a finding in its batch")
     a = ap.parse_args(argv)
+    if a.write_batch:
+        return write_batch(a.seed, a.batch, a.write_batch, a.keep)
     rng = random.Random(a.seed)
     work = Path(tempfile.mkdtemp(prefix="fer-fuzz-"))
     tally = {"cases": 0, "crashes": 0, "hangs": 0, "missing_rows": 0, "internal_exception_reasons": 0,
@@ -176,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         seeds = make_seeds(work / "seeds")
         blobs = [p.read_bytes() for p in seeds]
+        cases = _cases(rng, seeds, blobs)
         made = 0
         batch_no = 0
         while made < a.cases:
@@ -184,8 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             folder.mkdir()
             recipes = {}
             for _ in range(min(a.batch, a.cases - made)):
-                k = rng.randrange(len(seeds))
-                data, recipe = mutate(blobs[k], blobs[rng.randrange(len(seeds))], rng)
+                k, data, recipe = next(cases)
                 name = f"case{made:05d}{seeds[k].suffix}"
                 (folder / name).write_bytes(data)
                 recipes[name] = f"{seeds[k].name}:{recipe}"
