@@ -201,7 +201,7 @@ def test_backbone_is_torchvisions_resnet50(stem):
     assert ref.shape == ours.shape and torch.allclose(ref, ours, atol=1e-5)
     # the same initialisation rule: Kaiming-normal fan-out convolutions, BatchNorm 1 / 0
     w = net.backbone[4][0].conv2.weight
-    assert abs(float(w.std()) - (2.0 / (64 * 9)) ** 0.5) < 0.01
+    assert abs(float(w.detach().std()) - (2.0 / (64 * 9)) ** 0.5) < 0.01
     assert torch.equal(net.backbone[1].weight, torch.ones(64))
 
 
