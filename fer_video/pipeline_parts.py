@@ -53,10 +53,14 @@ class Prefetch:
                 continue
         return False
 
+    def _may_decode(self) -> bool:
+        """Whether to decode the next frame now (False: stop)."""
+        return not self._stop.is_set()
+
     def _run(self, iterable) -> None:
         it = iter(iterable)
         try:
-            while not self._stop.is_set():
+            while self._may_decode():
                 t0 = time.perf_counter()
                 try:
                     item = next(it)
@@ -132,33 +136,11 @@ class NoPrefetch(Prefetch):
         self._asked = threading.Semaphore(0)     # one release per frame the caller wants
         super().__init__(iterable, depth=1, stall_s=stall_s)
 
-    def _run(self, iterable) -> None:
-        it = iter(iterable)
-        try:
-            while True:
-                while not self._asked.acquire(timeout=0.1):
-                    if self._stop.is_set():
-                        return
-                if self._stop.is_set():
-                    return
-                t0 = time.perf_counter()
-                try:
-                    item = next(it)
-                except StopIteration:
-                    self.busy_s += time.perf_counter() - t0
-                    self._q.put(("end", None))
-                    return
-                self.busy_s += time.perf_counter() - t0
-                self._q.put(("frame", item))       # the caller took the last one: room for it
-        except BaseException as exc:    # handed to the consumer, raised there
-            self._q.put(("error", exc))
-        finally:
-            close = getattr(it, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception:
-                    pass
+    def _may_decode(self) -> bool:
+        while not self._asked.acquire(timeout=0.1):      # until the caller asks for a frame
+            if self._stop.is_set():
+                return False
+        return not self._stop.is_set()
 
     def _get(self):
         self._asked.release()
