@@ -28,8 +28,8 @@ import numpy as np
 from .errors import InputError
 from .input_file import container_kind, ffmpeg_message, ffmpeg_url, import_av, open_container
 from .media import IMAGE_EXTENSIONS  # re-exported: stills go to Pillow, the rest to FFmpeg
-from .probe import (configure_decoder, declared_video_duration, first_frame, image_rgb, probe,
-                    video_stream)
+from .probe import (configure_decoder, declared_video_duration, decode_frames, demux_packets,
+                    first_frame, image_rgb, probe, video_stream)
 from .records import SampledFrame, VideoInfo
 
 _EPS = 1e-6          # seconds: float slack when comparing frame times with sampling targets
@@ -149,7 +149,7 @@ def _sample_video(p: Path, info: VideoInfo, fps: float, start: float,
         decoded = 0                         # frames decoded (since the seek, if any)
         reached_eof = True
         reformatter = av.video.reformatter.VideoReformatter()
-        frames = container.decode(stream)
+        frames = decode_frames(container, stream)
         while True:
             try:
                 frame = next(frames)
@@ -248,7 +248,7 @@ def _no_packet_left(container, stream) -> bool:
     """Whether the file holds no further packet of ``stream`` (a decoding error on the last
     bytes of a file cut short, rather than damage in the middle)."""
     try:
-        for packet in container.demux(stream):
+        for packet in demux_packets(container, stream):
             if packet.size:
                 return False
     except Exception:
@@ -274,7 +274,7 @@ def _data_end_s(p: Path, av, video, reached: float) -> Optional[float]:
         except Exception:
             pass
         end = None
-        for packet in container.demux():
+        for packet in demux_packets(container):
             if packet.pts is None or not packet.stream.time_base:
                 continue
             t = float((packet.pts + (packet.duration or 0)) * packet.stream.time_base) - origin_s
@@ -305,9 +305,7 @@ def _count_frames_before(p: Path, start: float, av):
         if not tb:
             return None
         count = 0
-        for packet in container.demux(stream):
-            if packet.size == 0 and packet.pts is None:   # the demuxer's final flush packet
-                continue
+        for packet in demux_packets(container, stream):
             if packet.is_discard:                        # edit-list preroll: never shown
                 continue
             if packet.pts is None:

@@ -100,8 +100,8 @@ def _one_frame(p: Path, container, stream, av) -> bool:
         video = [s for s in handle.streams if s.index == stream.index][0]
         tb = video.time_base or Fraction(1, 1_000_000)
         packets = []
-        for packet in handle.demux(video):
-            if packet.size == 0 or packet.is_discard:   # the final flush packet; preroll
+        for packet in demux_packets(handle, video):
+            if packet.size == 0 or packet.is_discard:   # an empty packet; preroll
                 continue
             packets.append(packet)
             if len(packets) > 1:
@@ -160,6 +160,37 @@ def _raise(p, reason):
     raise InputError(p, reason)
 
 
+# Why the project never iterates ``container.demux()`` / ``container.decode()`` to its end:
+# PyAV 18.1 (av/container/input.py) allocates its table of included streams with the
+# stream count when demuxing starts. A container that adds a stream mid-file (FLV, MPEG-TS:
+# FFmpeg's AVFMTCTX_NOHEADER) has more streams by the end of the file, and PyAV's final loop,
+# which yields one empty "flush" packet per included stream, reads that table past its end: a
+# heap byte left there by an earlier allocation. Non-zero, it raises IndexError; zero, not.
+# So the same damaged FLV (fuzz seed 13, case05155) failed in one process and was ok in a
+# --jobs 2 worker. That loop runs in stream-index order and every stream we ask for was there
+# at the start, so stopping at the first flush packet never reaches the out-of-range entries.
+def demux_packets(container, *streams):
+    """The packets ``container.demux(*streams)`` reads from the file, in file order, without
+    the empty flush packets PyAV appends after the last one (see above): the same packets
+    whatever the process's heap holds."""
+    packets = container.demux(*streams)
+    try:
+        for packet in packets:
+            if packet.size == 0 and packet.pts is None and packet.dts is None and packet.pos is None:
+                return      # PyAV's end-of-file flush packets start here; nothing is read after
+            yield packet
+    finally:
+        packets.close()
+
+
+def decode_frames(container, stream):
+    """Every frame of ``stream``: its packets decoded in file order (:func:`demux_packets`),
+    then the decoder drained. The frames ``container.decode(stream)`` yields, deterministically."""
+    for packet in demux_packets(container, stream):
+        yield from stream.decode(packet)
+    yield from stream.decode(None)
+
+
 # FFmpeg decoding threads per stream: one, in every mode (in-process, --jobs N workers, Ray
 # tasks; ``threads.ThreadPlan.decode_threads``), and not a setting: it shapes results. With
 # frame threading, a damaged stream's error concealment (which reference a broken frame is
@@ -177,7 +208,7 @@ def configure_decoder(stream, threads: int = 1) -> None:
 def first_frame(p: Path, container, stream, av):
     configure_decoder(stream)
     try:
-        for frame in container.decode(stream):
+        for frame in decode_frames(container, stream):
             return frame
     except av.error.FFmpegError as e:
         raise InputError(p, f"video stream cannot be decoded ({_codec_name(stream)}): "
@@ -268,5 +299,5 @@ def declared_video_duration(stream, tb) -> Optional[float]:
     return None
 
 
-__all__ = ["configure_decoder", "declared_video_duration", "first_frame", "image_rgb", "probe",
-           "video_stream"]
+__all__ = ["configure_decoder", "declared_video_duration", "decode_frames", "demux_packets",
+           "first_frame", "image_rgb", "probe", "video_stream"]
