@@ -9,12 +9,13 @@ frame: the reference) and once per N given, then prints per clip and N:
   box       share of the reference rows that have a guided row in the same frame whose box
             has IoU >= 0.8 with it (a missing row counts as a miss)
   id        the same with the same face_id as well
-  faces     n_faces of the reference / of the guided run; ids: "same" when every face_id
-            has the same first and last sampled frame in both runs, "1:1" when the ids
-            differ but pair up one-to-one (each reference id's box-matched rows all carry
-            one guided id, a different one for each), else "DIFF"
-  key/roi   keyframes / region-searched frames (cuts: keyframes forced by a shot cut, lost:
-            by a lost track)
+  faces     n_faces of the reference / of the guided run; ids: "same" when every
+            box-matched row carries the reference row's face_id, "1:1" when the ids differ
+            but pair up one-to-one (each reference id's box-matched rows all carry one guided
+            id, a different one for each), else "DIFF"; spans: faces whose first and last
+            sampled frame are the same in both runs / faces of the reference
+  key/roi   keyframes / region-searched frames (cuts: keyframes forced by a shot cut; lost:
+            region frames searched again as a whole, a face of the frame before not found)
   ms/frame  detection time per sampled frame: wall (busy machine: noisy) and the detecting
             thread's CPU time
 
@@ -59,10 +60,13 @@ def compare(ref, run) -> dict:
         return {f.face_id: (f.first_seen_s, f.last_seen_s) for f in r.faces}
     targets = [next(iter(v)) for v in pairs.values() if len(v) == 1]
     one_to_one = len(targets) == len(pairs) == len(set(targets))
+    same = all(v == {k} for k, v in pairs.items())
     n = max(1, len(ref.predictions))
+    a, b = spans(ref), spans(run)
     return {"rows": (len(ref.predictions), len(run.predictions)), "box": box_ok / n,
             "id": id_ok / n, "faces": (len(ref.faces), len(run.faces)),
-            "ids": "same" if spans(ref) == spans(run) else "1:1" if one_to_one else "DIFF"}
+            "ids": "same" if same else "1:1" if one_to_one else "DIFF",
+            "spans": (sum(a[k] == b.get(k) for k in a), len(a))}
 
 
 class _TimedDetector:
@@ -86,8 +90,8 @@ class _TimedDetector:
     def detect_one(self, image):
         return self._timed(self._d.detect_one, image)
 
-    def detect_near(self, image, boxes):
-        return self._timed(self._d.detect_near, image, boxes)
+    def detect_near(self, image, boxes, reach=None):
+        return self._timed(self._d.detect_near, image, boxes, reach)
 
 
 def main(argv=None) -> int:
@@ -109,7 +113,7 @@ def main(argv=None) -> int:
     plan.apply()
     print(f"torch {torch.__version__}, {plan.torch_threads} thread, fps {args.fps:g}")
     print(f"{'clip':34} {'N':>3} {'rows':>9} {'box':>6} {'id':>6} {'faces':>6} {'ids':>5} "
-          f"{'key/roi':>8} {'cuts':>4} {'lost':>4} {'ms/frame wall':>13} {'cpu':>6}")
+          f"{'spans':>5} {'key/roi':>8} {'cuts':>4} {'lost':>4} {'ms/frame wall':>13} {'cpu':>6}")
     for clip in args.clips:
         if not clip.is_file():
             print(f"{clip.name:34} missing ({clip})")
@@ -128,7 +132,7 @@ def main(argv=None) -> int:
             s = r.detection
             print(f"{clip.name[:34]:34} {every:>3} {c['rows'][0]:>4}/{c['rows'][1]:<4} "
                   f"{c['box']:>6.3f} {c['id']:>6.3f} {c['faces'][0]:>2}/{c['faces'][1]:<3} "
-                  f"{c['ids']:>5} {s.keyframes:>3}/{s.roi_frames:<4} "
+                  f"{c['ids']:>5} {c['spans'][0]:>2}/{c['spans'][1]:<2} {s.keyframes:>3}/{s.roi_frames:<4} "
                   f"{s.shot_cuts:>4} {s.lost_tracks:>4} {1000 * clocks[every].wall / n:>13.1f} "
                   f"{1000 * clocks[every].cpu / n:>6.1f}")
         sys.stdout.flush()

@@ -4,7 +4,8 @@
 (boxes and 5 landmarks in full-frame pixels, O-net confidence as ``score``).
 ``FaceDetector.detect_near(image, boxes)`` runs the same cascade only on small regions
 around given boxes (track-guided detection between keyframes; ``Keyframes`` says which
-frames are keyframes: every N-th, the first, after a shot cut or a lost track; it is
+frames are keyframes: every N-th, the first, a shot cut, or a region frame that lost a
+track, searched again; it is
 in :mod:`fer_video.keyframes`, re-exported here). Measured
 (bench/roi_detection.py, busy 2-core machine, CPU ms per sampled frame at 5 fps):
 WolfgangLanger 640x360 39 -> 35 (N=5), KatieHill 512x512 54 -> 34, crowd 1080p 280 -> 159.
@@ -45,6 +46,10 @@ _NET_CHUNK = 512                 # crops per R/O-net call, to bound memory in cr
 _NET_BUCKET = 64                 # R/O-net batches are padded to a multiple of this (flat memory)
 _ROI_BUCKET = 16                 # ... in detect_near, where a few faces give tens of candidates
 ROI_REGION = 3.0                 # detect_near searches a square this many times a box's side
+# ... twice as wide for a track missed in the frame before (``reach`` 2): where it is now is
+# less sure. Measured on the 1080p crowd clip: a 26-px face missed at 0.6 s had moved 1.2x
+# its side by 0.8 s, just out of a 3x square and inside a 6x one.
+ROI_REACH_MISSED = 2.0
 _ROI_LEVELS = (8.0, 32.0)        # ... on the pyramid levels where that side is 8-32 px
 
 
@@ -115,11 +120,13 @@ class FaceDetector:
         return results
 
     def detect_near(self, image: np.ndarray,
-                    boxes: Sequence[tuple[float, float, float, float]]) -> list[Detection]:
+                    boxes: Sequence[tuple[float, float, float, float]],
+                    reach: Optional[Sequence[float]] = None) -> list[Detection]:
         """Faces in ``image`` near the given boxes (e.g. the tracks' predicted boxes), strongest
         first: the cascade on small regions, for track-guided detection between keyframes.
 
-        Around each box, a square region ``ROI_REGION`` times its side is searched: P-net
+        Around each box, a square region ``ROI_REGION`` times its side (times ``reach``, one
+        factor per box, default 1) is searched: P-net
         runs on that window of the pyramid levels where a face of about the box's size can
         be found (``_ROI_LEVELS``), and its candidates go through R-net and O-net exactly as
         in :meth:`detect` (the same levels, crops, thresholds, regression and NMS; P-net's
@@ -134,11 +141,15 @@ class FaceDetector:
         with torch.inference_mode():
             batch, hd, wd, scale = self._to_u8_batch([image])
             min_face_det = max(float(_PNET_CELL), self.min_face * scale)
+            factors = np.ones(len(boxes)) if reach is None else np.asarray(reach, dtype=np.float64)
+            if factors.shape != (len(boxes),) or not np.all(factors > 0):
+                raise ValueError(f"reach must be one positive factor per box, not {reach!r}")
             found = self._near(batch, hd, wd, min_face_det,
-                               np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * scale)
+                               np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * scale, factors)
         return to_detections(*found, scale, h, w, 1, self.min_face)[0]
 
-    def _near(self, batch_u8, h: int, w: int, min_face: float, boxes: np.ndarray):
+    def _near(self, batch_u8, h: int, w: int, min_face: float, boxes: np.ndarray,
+              reach: np.ndarray):
         """:meth:`detect_near` at detection scale: boxes Kx4 in the batch's pixels."""
         torch = self._torch
         empty = (np.zeros((0, 5)), np.zeros((0,), dtype=np.int64), np.zeros((0, 5, 2)))
@@ -156,7 +167,7 @@ class FaceDetector:
         all_boxes = []
         for i, (s, size) in enumerate(zip(scales, sizes)):
             for k in np.flatnonzero((side * s >= _ROI_LEVELS[0]) & (side * s <= _ROI_LEVELS[1])):
-                half = ROI_REGION * side[k] * s / 2          # in this level's pixels
+                half = ROI_REGION * reach[k] * side[k] * s / 2   # in this level's pixels
                 # even offsets: P-net's stride-2 cells then fall where the whole level's do
                 x0 = max(0, int((cx[k] * s - half) // 2) * 2)
                 y0 = max(0, int((cy[k] * s - half) // 2) * 2)
@@ -379,5 +390,5 @@ class FaceDetector:
         return tuple(torch.cat(v, dim=0) for v in zip(*outs))
 
 
-__all__ = ["FaceDetector", "INSTALL_HINT", "Keyframes", "ROI_REGION", "SHOT_CUT_DISTANCE",
+__all__ = ["FaceDetector", "INSTALL_HINT", "Keyframes", "ROI_REACH_MISSED", "ROI_REGION", "SHOT_CUT_DISTANCE",
            "frame_signature", "is_shot_cut", "weights_dir"]

@@ -1,5 +1,5 @@
 """Keyframes of track-guided detection: which sampled frames get the full-frame cascade
-(every N-th, the first, after a shot cut or a lost track); between them
+(every N-th, the first, a shot cut, or a region frame that lost a track); between them
 :meth:`fer_video.detect.FaceDetector.detect_near` searches only around the live tracks.
 The shot-cut test compares two frames' gray-level histograms (:func:`is_shot_cut`).
 """
@@ -46,8 +46,9 @@ class Keyframes:
     A frame is a keyframe when it is the first one, when ``every`` sampled frames have
     passed since the last keyframe (so a face that enters is found within ``every``
     sampled frames), when it looks unlike the frame before (:func:`is_shot_cut`), or when
-    the frame before lost a track (:meth:`lost`). ``every=1``: every frame. The other
-    frames search only around the live tracks (:meth:`FaceDetector.detect_near`).
+    its region search lost a track and it is searched again as a whole (:meth:`lost`).
+    ``every=1``: every frame. The other frames search only around the live tracks
+    (:meth:`FaceDetector.detect_near`).
     ``stats`` counts what happened.
     """
 
@@ -58,7 +59,6 @@ class Keyframes:
         self.stats = DetectionStats()
         self._since = 0                       # sampled frames since the last keyframe
         self._previous: Optional[np.ndarray] = None
-        self._lost = False
 
     def is_keyframe(self, image: np.ndarray) -> bool:
         """Whether this frame (the next sampled one, in order) is a keyframe; counts it."""
@@ -71,10 +71,7 @@ class Keyframes:
         key = self._since == 0 or self._since >= self.every     # the first, or every N-th
         if not key and cut:
             self.stats.shot_cuts += 1
-        elif not key and self._lost:
-            self.stats.lost_tracks += 1
-        key = key or cut or self._lost
-        self._lost = False
+        key = key or cut
         if key:
             self.stats.keyframes += 1
             self._since = 1
@@ -84,9 +81,15 @@ class Keyframes:
         return key
 
     def lost(self) -> None:
-        """A track seen in the frame before was not found in this (region-searched) frame:
-        the next frame is a keyframe."""
-        self._lost = True
+        """The region frame just counted lost a track seen in the frame before, and is searched
+        again as a whole: it counts as a keyframe (one forced by a lost track), and the count
+        of ``every`` restarts from it."""
+        if self.stats.roi_frames < 1 or self._since <= 1:
+            raise RuntimeError("lost() follows a region frame's is_keyframe()")
+        self.stats.roi_frames -= 1
+        self.stats.keyframes += 1
+        self.stats.lost_tracks += 1
+        self._since = 1
 
 
 __all__ = ["Keyframes", "SHOT_CUT_DISTANCE", "frame_signature", "is_shot_cut"]

@@ -288,6 +288,11 @@ class _TrackAndCrop:
         """Tracker identities found in the latest frame (``FaceTracker.seen_ids``)."""
         return self._tracker.seen_ids()
 
+    def missed_ids(self, time_s: float, detections) -> set[int]:
+        """Tracker identities of the latest frame these detections would not continue
+        (``FaceTracker.missed_ids``)."""
+        return self._tracker.missed_ids(time_s, detections)
+
     def record(self, prediction: FacePrediction) -> None:
         """A classified face (``face_id``: its tracker identity)."""
         self._tracks[prediction.face_id].predictions.append(prediction)

@@ -96,4 +96,4 @@ class DetectionStats:
     keyframes: int = 0      # frames run through full-frame detection (P-net on the whole frame)
     roi_frames: int = 0     # frames where only windows around the live tracks were searched (P-, R-, O-net)
     shot_cuts: int = 0      # keyframes forced by a shot cut (the frame looks unlike the previous one)
-    lost_tracks: int = 0    # keyframes forced because a face seen in the frame before was not found
+    lost_tracks: int = 0    # region frames searched again as a whole: a face seen in the frame before was not found

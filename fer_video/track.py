@@ -95,13 +95,7 @@ class FaceTracker:
         self._tracks = [t for t in self._tracks if time_s - t.time_s <= self.max_gap_s + 1e-6]
 
         boxes = [tuple(float(v) for v in d.box) for d in detections]
-        assigned: list[Optional[_Track]] = [None] * len(boxes)
-        if self._tracks and boxes:
-            cost = self._cost_matrix(time_s, boxes)
-            rows, cols = _min_cost_assignment(cost)
-            for r, c in zip(rows, cols):
-                if cost[r, c] < _INFEASIBLE:
-                    assigned[c] = self._tracks[r]
+        assigned = self._assign(self._tracks, time_s, boxes)
 
         out = []
         for det, box, track in zip(detections, boxes, assigned):
@@ -123,14 +117,37 @@ class FaceTracker:
         return {t.face_id: t.predicted(time_s) for t in self._tracks
                 if time_s - t.time_s <= self.max_gap_s + 1e-6}
 
+    def missed_ids(self, time_s: float, detections: Sequence[Detection]) -> set[int]:
+        """``face_id`` s of the tracks seen at the latest :meth:`update` that
+        ``update(time_s, detections)`` would leave without a detection; changes nothing.
+        Track-guided detection asks this of a region frame's detections to decide whether
+        to search that frame as a whole."""
+        if self._last_time is None:
+            return set()
+        live = [t for t in self._tracks if time_s - t.time_s <= self.max_gap_s + 1e-6]
+        boxes = [tuple(float(v) for v in d.box) for d in detections]
+        matched = {t.face_id for t in self._assign(live, time_s, boxes) if t is not None}
+        return {t.face_id for t in live if t.time_s == self._last_time} - matched
+
     def seen_ids(self) -> set[int]:
         """``face_id`` s of the tracks that got a detection at the latest :meth:`update`."""
         if self._last_time is None:
             return set()
         return {t.face_id for t in self._tracks if t.time_s == self._last_time}
 
-    def _cost_matrix(self, time_s: float, boxes) -> np.ndarray:
-        pred = np.array([t.predicted(time_s) for t in self._tracks], dtype=np.float64)
+    def _assign(self, tracks: list[_Track], time_s: float, boxes) -> list[Optional[_Track]]:
+        """The track each box is matched to (None: a new face), by minimum total cost."""
+        assigned: list[Optional[_Track]] = [None] * len(boxes)
+        if tracks and boxes:
+            cost = self._cost_matrix(tracks, time_s, boxes)
+            rows, cols = _min_cost_assignment(cost)
+            for r, c in zip(rows, cols):
+                if cost[r, c] < _INFEASIBLE:
+                    assigned[c] = tracks[r]
+        return assigned
+
+    def _cost_matrix(self, tracks: list[_Track], time_s: float, boxes) -> np.ndarray:
+        pred = np.array([t.predicted(time_s) for t in tracks], dtype=np.float64)
         det = np.array(boxes, dtype=np.float64)
         iou = _iou_matrix(pred, det)
         cost = np.full(iou.shape, _INFEASIBLE)
@@ -146,7 +163,7 @@ class FaceTracker:
         dcx, dcy = (det[:, 0] + det[:, 2]) / 2, (det[:, 1] + det[:, 3]) / 2
         dist = np.hypot(pcx[:, None] - dcx[None, :], pcy[:, None] - dcy[None, :]) / width
         ratio = np.maximum(psize / dsize, dsize / psize)
-        dt = np.array([time_s - t.time_s for t in self._tracks])[:, None]
+        dt = np.array([time_s - t.time_s for t in tracks])[:, None]
         gate = np.where(dt <= _FALLBACK_MAX_GAP_S + 1e-6,
                         np.minimum(_GATE_BASE + _GATE_SPEED * dt, _GATE_MAX), -1.0)
         near = ~ok & (dist <= gate) & (ratio <= _SIZE_RATIO)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fer_video.decode import sample_frames
-from fer_video.detect import Keyframes, frame_signature, is_shot_cut
+from fer_video.detect import ROI_REACH_MISSED, Keyframes, frame_signature, is_shot_cut
 from fer_video.errors import UsageError
 from fer_video.job import load_models
 from fer_video.pipeline import analyze_video
@@ -43,6 +43,30 @@ def test_region_detection_finds_the_full_frame_face(detector, single_face_frames
     assert detector.detect_near(single_face_frames[0], [(0.0, 0.0, 40.0, 40.0)]) == []
 
 
+def test_a_wider_reach_finds_a_face_further_from_its_box(detector, no_face_frames,
+                                                         single_face_frames):
+    """``reach`` widens a box's region (track-guided detection gives 2 to a track missed in
+    the frame before): a real face 2.2 widths from the box is outside the 3x square and
+    inside the 6x one, where it gets the full-frame box."""
+    x1, y1, x2, y2 = (int(v) for v in detector.detect([single_face_frames[0]])[0][0].box)
+    m = (x2 - x1) // 3
+    face = single_face_frames[0][max(0, y1 - m):y2 + m, max(0, x1 - m):x2 + m]
+    img = no_face_frames[0].copy()
+    img[60:60 + face.shape[0], 20:20 + face.shape[1]] = face
+    box = detector.detect_one(img)[0].box
+    shifted = no_face_frames[0].copy()
+    dx = int(2.2 * (box[2] - box[0]))
+    shifted[60:60 + face.shape[0], 20 + dx:20 + dx + face.shape[1]] = face
+    full = detector.detect_one(shifted)
+    assert len(full) == 1
+    assert detector.detect_near(shifted, [box]) == []
+    assert detector.detect_near(shifted, [box], [1.0]) == []
+    wide = detector.detect_near(shifted, [box], [ROI_REACH_MISSED])
+    assert len(wide) == 1 and _iou(wide[0].box, full[0].box) >= 0.8
+    with pytest.raises(ValueError):
+        detector.detect_near(shifted, [box], [1.0, 2.0])
+
+
 def test_detect_one_is_detect_of_one_frame(detector, single_face_frames):
     a, b = detector.detect_one(single_face_frames[0]), detector.detect([single_face_frames[0]])[0]
     assert len(a) == len(b) == 1
@@ -64,9 +88,14 @@ def test_every_n_th_frame_and_after_a_lost_track(single_face_frames):
     for i, f in enumerate(single_face_frames[:9]):
         flags.append(keys.is_keyframe(f))
         if i == 4:
-            keys.lost()                       # frame 4 lost a track: frame 5 is a keyframe
-    assert flags == [True, False, False, True, False, True, False, False, True]
+            keys.lost()        # frame 4's region search lost a track: searched in full, counted
+    assert flags == [True, False, False, True, False, False, False, True, False]
     assert keys.stats.lost_tracks == 1
+    assert (keys.stats.keyframes, keys.stats.roi_frames) == (4, 5)   # 0, 3, 4 (again), 7
+    fresh = Keyframes(every=3)
+    assert fresh.is_keyframe(single_face_frames[0])
+    with pytest.raises(RuntimeError):
+        fresh.lost()           # only after a region frame
     with pytest.raises(ValueError):
         Keyframes(every=0)
 
@@ -122,6 +151,39 @@ def test_a_face_that_enters_is_found_within_n_frames(entering_clip, model_path):
     assert guided.detection.keyframes < guided.n_samples and guided.detection.roi_frames > 0
     by_frame = {p.frame_index: p.box for p in full.predictions}
     assert all(_iou(p.box, by_frame[p.frame_index]) >= 0.8 for p in guided.predictions)
+
+
+def test_a_face_missed_by_the_region_search_is_searched_for_in_the_same_frame(
+        detector, no_face_frames, single_face_frames):
+    """A real face 2.5 widths from where its track was (too far for the region around the
+    track): that frame is searched again as a whole at once, so its face is not lost; it
+    counts as a keyframe forced by a lost track. (The earlier rule searched only the next
+    frame as a whole: this frame's face row was lost, and in the 1080p crowd clip a fast
+    face lost its id that way, renumbering four others.)"""
+    from fer_video.detect_stage import GuidedDetect
+    from fer_video.records import SampledFrame
+    from fer_video.track import FaceTracker
+
+    x1, y1, x2, y2 = (int(v) for v in detector.detect([single_face_frames[0]])[0][0].box)
+    m = (x2 - x1) // 3
+    face = single_face_frames[0][max(0, y1 - m):y2 + m, max(0, x1 - m):x2 + m]
+    shift = int(2.5 * (x2 - x1))
+    frames = []
+    for i, x in enumerate((20, 20 + shift)):
+        img = no_face_frames[i].copy()
+        img[60:60 + face.shape[0], x:x + face.shape[1]] = face
+        frames.append(SampledFrame(frame_index=i, time_s=i / 5, image=img))
+    tracker, handed = FaceTracker(), []
+
+    def on_frame(frame, detections):
+        tracker.update(frame.frame_index, frame.time_s, detections)
+        handed.append(detections)
+
+    guided = GuidedDetect(detector, every=5, tracks=tracker, on_frame=on_frame)
+    guided.submit(frames)
+    assert [len(d) for d in handed] == [1, 1]
+    assert handed[1] == detector.detect_one(frames[1].image)
+    assert (guided.stats.keyframes, guided.stats.roi_frames, guided.stats.lost_tracks) == (2, 0, 1)
 
 
 def test_keyframe_every_1_is_full_frame_detection(detector, model_path):

@@ -132,6 +132,23 @@ def test_different_sizes_are_not_matched_by_distance():
     assert [t.face_id for f in out for t in f] == [1, 2]
 
 
+def test_missed_ids_tells_which_faces_of_the_last_frame_an_update_would_leave_unmatched():
+    """What track-guided detection asks of a region frame's detections; the tracker's state
+    does not change (the update after it gives what it would have given anyway)."""
+    a, b = FaceTracker(), FaceTracker()
+    for tr in (a, b):
+        run(tr, [[det(100, 100), det(300, 100)], [det(104, 100), det(304, 100)]])
+    assert a.missed_ids(0.4, [det(108, 100), det(308, 100)]) == set()
+    assert a.missed_ids(0.4, [det(108, 100)]) == {2}
+    assert a.missed_ids(0.4, [det(600, 300)]) == {1, 2}     # too far: a new face
+    assert a.missed_ids(0.4, []) == {1, 2}
+    new = [det(108, 100), det(600, 300)]
+    assert [t.face_id for t in a.update(2, 0.4, new)] == [t.face_id for t in b.update(2, 0.4, new)] == [1, 3]
+    assert a.seen_ids() == {1, 3}
+    assert a.missed_ids(0.6, [det(112, 100)]) == {3}        # face 2, unseen at 0.4, is not asked about
+    assert FaceTracker().missed_ids(0.0, [det(1, 1)]) == set()
+
+
 def test_time_must_not_go_backwards():
     tr = FaceTracker()
     tr.update(5, 1.0, [det(100, 100)])
