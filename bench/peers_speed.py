@@ -23,9 +23,13 @@ Per clip and per round (``--rounds``, default 3; the median is printed):
       /work/fer-venv/bin/pip install torch==2.14.1 torchvision==0.29.1
       /work/fer-venv/bin/pip install tensorflow 'opencv-python-headless<5' 'moviepy<2' \\
           'setuptools<81' pandas tqdm requests pillow
+      /work/fer-venv/bin/pip uninstall -y triton
 
   (seen working on 2026-12-01: tensorflow 2.21.0; OpenCV 5 has no CascadeClassifier, fer
-  imports pkg_resources and moviepy 1's API).
+  imports pkg_resources and moviepy 1's API). Without the last line `FER(mtcnn=True)`
+  dies of SIGSEGV: facenet-pytorch imports torchvision, whose ops import torch._dynamo and
+  so triton, whose bundled LLVM (libtriton.so) crashes when loaded into a process that
+  holds tensorflow; torch runs on the CPU without triton (seen 2026-12-02).
 
 x-realtime = clip seconds analysed / wall seconds. Ratios printed: fer-video whole process
 and in-pipeline against fer Haar and fer MTCNN.
