@@ -92,7 +92,7 @@ def write(result: "VideoResult", out_dir: str | os.PathLike, stem: str,
     # An older JSON would mark a half-rewritten report as complete: drop it first.
     paths["json"].unlink(missing_ok=True)
     settings_json = {**result.settings.to_json(), "sample_step_s": result.sample_step_s}
-    df = result.frames()
+    df = report.frames_table(result.predictions, result.classes)   # no pandas: start-up
     report.write_frames_csv(df, paths["csv"])
     report.write_html(paths["html"], info=result.info, faces=result.faces, frames=df,
                       classes=result.classes, thumbnails=result.thumbnails,

@@ -18,7 +18,6 @@ from urllib.parse import quote
 
 import jinja2
 import numpy as np
-import pandas as pd
 
 from .atomic import atomic_write_text, display_text, visible_text
 from .charts import MAX_CHART_POINTS, share_svg, timeline_svg
@@ -109,13 +108,13 @@ def _data_uri(data: bytes) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def _chart_step(settings: dict, frames: pd.DataFrame) -> float:
+def _chart_step(settings: dict, times: np.ndarray, face_ids: np.ndarray) -> float:
     v = settings.get("sample_step_s") if isinstance(settings, dict) else None
     if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
         return float(v)
     diffs: list[float] = []
-    for _, g in frames.groupby("face_id"):
-        d = np.diff(np.sort(g["time_s"].to_numpy(dtype=np.float64)))
+    for face_id in np.unique(face_ids):
+        d = np.diff(np.sort(times[face_ids == face_id]))
         diffs.extend(d[d > 1e-9].tolist())
     return float(np.median(diffs)) if diffs else 0.0
 
@@ -134,20 +133,24 @@ def _flat(d: dict, prefix: str = "") -> list[tuple[str, str]]:
 
 
 def write_html(path: str | os.PathLike, *, info: VideoInfo, faces: list[FaceSummary],
-               frames: pd.DataFrame, classes: list[str], thumbnails: dict[int, bytes],
+               frames, classes: list[str], thumbnails: dict[int, bytes],
                settings: dict, model: dict, wall_s: float) -> None:
-    """Write the self-contained ``<stem>.html`` report (no network needed to view it)."""
+    """Write the self-contained ``<stem>.html`` report (no network needed to view it).
+    ``frames``: the frames table (``report.FramesTable``, or a DataFrame of its columns)."""
     classes = list(classes)
     colors = emotion_colors(classes)
-    step = _chart_step(settings, frames)
-    t_max = float(frames["time_s"].max()) if len(frames) else 0.0
+    all_times = np.asarray(frames["time_s"], dtype=np.float64)
+    face_ids = np.asarray(frames["face_id"])
+    all_probs = (np.column_stack([np.asarray(frames[c], dtype=np.float64) for c in classes])
+                 if len(all_times) else np.zeros((0, len(classes))))
+    step = _chart_step(settings, all_times, face_ids)
+    t_max = float(all_times.max()) if len(all_times) else 0.0
     x_max = max(float(info.duration_s), t_max + step, 1e-6)
-    still = bool(info.is_image) or (info.duration_s <= 0 and len(frames["time_s"].unique()) <= 1)
+    still = bool(info.is_image) or (info.duration_s <= 0 and len(np.unique(all_times)) <= 1)
     cards = []
     for face in faces:
-        rows = frames[frames["face_id"] == face.face_id]
-        times = rows["time_s"].to_numpy(dtype=np.float64)
-        probs = rows[classes].to_numpy(dtype=np.float64) if len(rows) else np.zeros((0, len(classes)))
+        mine = face_ids == face.face_id
+        times, probs = all_times[mine], all_probs[mine]
         chart = None
         if not still and len(times):
             chart = timeline_svg(times, probs, classes, colors, step, x_max, face.segments,
@@ -168,7 +171,7 @@ def write_html(path: str | os.PathLike, *, info: VideoInfo, faces: list[FaceSumm
     html = _environment().get_template("report.html.j2").render(
         title=display_text(name), shown_path=shown_path,
         info=info, cards=cards, classes=classes, colors=colors, still=still,
-        n_samples=len(frames), settings_rows=_flat(dict(settings)),
+        n_samples=len(all_times), settings_rows=_flat(dict(settings)),
         model_rows=_flat({k: v for k, v in dict(model).items()}), model=model,
         wall_s=wall_s, step=step, max_points=MAX_CHART_POINTS,
     )

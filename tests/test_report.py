@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fer_video.aggregate import summarize_faces
 from fer_video.records import FacePrediction, FaceSummary, Segment, VideoInfo
-from fer_video.report import (MAX_CHART_POINTS, SUMMARY_COLUMNS, SummaryRow, build_report_json,
+from fer_video.report import (MAX_CHART_POINTS, frames_table, SUMMARY_COLUMNS, SummaryRow, build_report_json,
                               csv_text, display_text, emotion_colors, format_label,
                               frames_dataframe, shown_name, write_frames_csv, write_html, write_index_html, write_json,
                               write_summary_csv)
@@ -115,6 +116,41 @@ def test_empty_frames_table_has_header(tmp_path):
     path = tmp_path / "x.frames.csv"
     write_frames_csv(df, path)
     assert path.read_text().splitlines() == [",".join(df.columns)]
+
+
+def test_frames_table_is_the_dataframe_and_writes_the_same_bytes(tmp_path):
+    """The report writers read a numpy FramesTable (no pandas import in analyze); it holds
+    the DataFrame's rows in the same order, and frames.csv and the HTML written from either
+    are byte for byte the same."""
+    preds = predictions()
+    table, df = frames_table(preds, CLASSES), frames_dataframe(preds, CLASSES)
+    assert table.columns == list(df.columns) and len(table) == len(df) == 16
+    for c in table.columns:
+        assert list(table[c]) == list(df[c]), c
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    write_frames_csv(table, a)
+    write_frames_csv(df, b)
+    assert a.read_bytes() == b.read_bytes()
+    faces = summarize_faces(preds, CLASSES, sample_step_s=0.2, duration_s=4.0)
+    for name, frames in (("a.html", table), ("b.html", df)):
+        write_html(tmp_path / name, info=info(), faces=faces, frames=frames, classes=CLASSES,
+                   thumbnails={}, settings={"fps": 5.0}, model={"name": "m"}, wall_s=1.0)
+    assert (tmp_path / "a.html").read_bytes() == (tmp_path / "b.html").read_bytes()
+
+
+def test_analyze_writes_its_reports_without_importing_pandas(tmp_path):
+    """pandas costs ~0.5 s of start-up; analyze's report path does not need it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    clip = Path(__file__).resolve().parents[1] / "sample_videos" / "pyfeat_single_face.mp4"
+    code = ("import sys; from fer_video.cli import main; "
+            f"rc = main(['analyze', {str(clip)!r}, '--out', {str(tmp_path)!r}, '--quiet']); "
+            "print(rc, 'pandas' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.split() == ["0", "False"], out.stderr[-2000:]
+    assert (tmp_path / "pyfeat_single_face" / "pyfeat_single_face.frames.csv").is_file()
 
 
 def test_class_name_clash_rejected():
