@@ -390,5 +390,5 @@ class FaceDetector:
         return tuple(torch.cat(v, dim=0) for v in zip(*outs))
 
 
-__all__ = ["FaceDetector", "INSTALL_HINT", "Keyframes", "ROI_REACH_MISSED", "ROI_REGION", "SHOT_CUT_DISTANCE",
-           "frame_signature", "is_shot_cut", "weights_dir"]
+__all__ = ["FaceDetector", "INSTALL_HINT", "Keyframes", "ROI_REACH_MISSED", "ROI_REGION",
+           "SHOT_CUT_DISTANCE", "frame_signature", "is_shot_cut", "weights_dir"]

@@ -276,5 +276,5 @@ def write_summary_csv(path: str | os.PathLike, rows: list[SummaryRow]) -> None:
 __all__ = ["BASE_COLUMNS", "MAX_CHART_POINTS", "REPORT_SCHEMA_VERSION", "SUMMARY_COLUMNS",
            "SummaryRow", "build_report_json", "csv_text", "detection_to_json", "display_text",
            "emotion_colors", "face_to_json", "fmt_bytes", "fmt_seconds", "format_label",
-           "FramesTable", "frames_dataframe", "frames_table", "shown_name", "write_frames_csv", "write_html",
-           "write_index_html", "write_json", "write_summary_csv"]
+           "FramesTable", "frames_dataframe", "frames_table", "shown_name", "write_frames_csv",
+           "write_html", "write_index_html", "write_json", "write_summary_csv"]

@@ -92,7 +92,7 @@ class FaceTracker:
             raise ValueError(f"frames must come in time order: {time_s} s after {self._last_time} s")
         self._last_time = time_s
         # Tracks silent for longer than max_gap_s end before matching.
-        self._tracks = [t for t in self._tracks if time_s - t.time_s <= self.max_gap_s + 1e-6]
+        self._tracks = self._live(time_s)
 
         boxes = [tuple(float(v) for v in d.box) for d in detections]
         assigned = self._assign(self._tracks, time_s, boxes)
@@ -114,26 +114,26 @@ class FaceTracker:
         """``face_id`` -> box predicted at ``time_s`` (constant velocity) of every track that
         is still alive then (silent for at most ``max_gap_s``): where track-guided detection
         looks for the faces between keyframes."""
-        return {t.face_id: t.predicted(time_s) for t in self._tracks
-                if time_s - t.time_s <= self.max_gap_s + 1e-6}
+        return {t.face_id: t.predicted(time_s) for t in self._live(time_s)}
 
     def missed_ids(self, time_s: float, detections: Sequence[Detection]) -> set[int]:
         """``face_id`` s of the tracks seen at the latest :meth:`update` that
         ``update(time_s, detections)`` would leave without a detection; changes nothing.
         Track-guided detection asks this of a region frame's detections to decide whether
         to search that frame as a whole."""
-        if self._last_time is None:
-            return set()
-        live = [t for t in self._tracks if time_s - t.time_s <= self.max_gap_s + 1e-6]
         boxes = [tuple(float(v) for v in d.box) for d in detections]
-        matched = {t.face_id for t in self._assign(live, time_s, boxes) if t is not None}
-        return {t.face_id for t in live if t.time_s == self._last_time} - matched
+        matched = {t.face_id for t in self._assign(self._live(time_s), time_s, boxes) if t is not None}
+        return self.seen_ids() - matched
 
     def seen_ids(self) -> set[int]:
         """``face_id`` s of the tracks that got a detection at the latest :meth:`update`."""
         if self._last_time is None:
             return set()
         return {t.face_id for t in self._tracks if t.time_s == self._last_time}
+
+    def _live(self, time_s: float) -> list[_Track]:
+        """The tracks still alive at ``time_s``: silent for at most ``max_gap_s``."""
+        return [t for t in self._tracks if time_s - t.time_s <= self.max_gap_s + 1e-6]
 
     def _assign(self, tracks: list[_Track], time_s: float, boxes) -> list[Optional[_Track]]:
         """The track each box is matched to (None: a new face), by minimum total cost."""
