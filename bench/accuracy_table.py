@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def clip_accuracy(model: str | None, shared: Path) -> tuple[int, int]:
+def clip_accuracy(model: str | None, shared: Path, precision: str = "auto") -> tuple[int, int]:
     import fer_video
     from fer_video.checkpoint import default_model_path, load_config
 
@@ -41,21 +41,22 @@ def clip_accuracy(model: str | None, shared: Path) -> tuple[int, int]:
         if r["label"] not in classes:
             continue
         scored += 1
-        _, faces = fer_video.analyze(folder / r["file"], fps=5.0, **({"model": model} if model else {}))
+        _, faces = fer_video.analyze(folder / r["file"], fps=5.0, precision=precision,
+                                     **({"model": model} if model else {}))
         if faces:
             face = max(faces, key=lambda f: f.n_frames)
             correct += max(face.mean_probs, key=face.mean_probs.get) == r["label"]
     return correct, scored
 
 
-def score(model: str | None, shared: Path, clips: bool) -> dict:
+def score(model: str | None, shared: Path, clips: bool, precision: str = "auto") -> dict:
     from fer_video.evaluate import evaluate_model
 
     d = shared / "datasets"
-    fer = evaluate_model(model, str(d / "fer2013"), split="test")
-    raf = evaluate_model(model, str(d / "rafdb"), split="test")
-    ck = evaluate_model(model, str(d / "ckplus48"), split="test")
-    row = {"model": fer["model"], "temperature": fer["temperature"],
+    fer = evaluate_model(model, str(d / "fer2013"), split="test", precision=precision)
+    raf = evaluate_model(model, str(d / "rafdb"), split="test", precision=precision)
+    ck = evaluate_model(model, str(d / "ckplus48"), split="test", precision=precision)
+    row = {"model": fer["model"], "precision": fer["precision"], "temperature": fer["temperature"],
            "fer2013_full": fer["accuracy"], "fer2013_clean": fer["clean_accuracy"],
            "ferplus_test": fer.get("ferplus_accuracy"), "ferplus_n": fer.get("ferplus_n"),
            "rafdb_test": raf["accuracy"], "ckplus_zero_shot": ck["accuracy"],
@@ -64,7 +65,7 @@ def score(model: str | None, shared: Path, clips: bool) -> dict:
                    "rafdb": (raf["ece"], raf.get("ece_uncalibrated")),
                    "ckplus": (ck["ece"], ck.get("ece_uncalibrated"))}}
     if clips:
-        row["clips"] = clip_accuracy(model, shared)
+        row["clips"] = clip_accuracy(model, shared, precision)
     return row
 
 
@@ -73,9 +74,12 @@ def main() -> int:
     ap.add_argument("--model", action="append", help="checkpoint (repeat to compare; default: the shipped model)")
     ap.add_argument("--no-clips", action="store_true", help="skip the labelled clips (the slowest row)")
     ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument("--precision", nargs="+", default=["auto"], choices=["auto", "fp32", "bf16"],
+                    help="the classifier's arithmetic; several: one column per model and precision "
+                         "(default: auto, as analyze and evaluate)")
     ap.add_argument("--shared", default=os.environ.get("FER_VIDEO_SHARED", str(REPO.parent / "shared")))
     a = ap.parse_args()
-    rows = [score(m, Path(a.shared), not a.no_clips) for m in (a.model or [None])]
+    rows = [score(m, Path(a.shared), not a.no_clips, p) for m in (a.model or [None]) for p in a.precision]
 
     def ece(pair) -> str:
         v, raw = pair
@@ -83,7 +87,7 @@ def main() -> int:
             return "-"
         return f"{v:.4f}" + (f" ({raw:.4f})" if raw is not None else "")
 
-    names = [Path(r["model"]).name for r in rows]
+    names = [Path(r["model"]).name + (f" {r['precision']}" if len(a.precision) > 1 else "") for r in rows]
     w = max(22, *(len(n) + 2 for n in names))
     print(f"{'':<28}" + "".join(f"{n:>{w}}" for n in names))
     lines = [("FER2013 test, clean", "fer2013_clean"), ("FER2013 test, full", "fer2013_full"),

@@ -3,7 +3,8 @@
 Preprocessing is *only* ``preprocess.crop_face`` + ``preprocess.to_tensor``, driven by the
 checkpoint's config, so inference matches training. Output rows are float64 softmax
 probabilities of the logits divided by the checkpoint's calibrated temperature
-(``ModelConfig.temperature``), in the checkpoint's class order, renormalised to sum to exactly 1; with
+(``ModelConfig.temperature``), computed at ``precision`` (``predict.resolve_precision``),
+in the checkpoint's class order, renormalised to sum to exactly 1; with
 test-time augmentation (``tta``), the mean of those over ``preprocess.tta_views``.
 """
 from __future__ import annotations
@@ -70,7 +71,7 @@ class EmotionClassifier:
     """
 
     def __init__(self, model_path: str | os.PathLike | None = None, device: str = "auto",
-                 batch_size: int = 32, lazy: bool = False, tta: str = "none"):
+                 batch_size: int = 32, lazy: bool = False, tta: str = "none", precision: str = "auto"):
         from .checkpoint import CheckpointError, checkpoint_paths, default_model_path, load_config
         from .recipe import TTA_MODES
 
@@ -80,6 +81,12 @@ class EmotionClassifier:
             raise UsageError(f"invalid tta {tta!r} (choose one of {', '.join(TTA_MODES)})")
         self.tta = tta
         self.device = resolve_device(device)
+        from .predict import resolve_precision
+
+        try:
+            self.precision = resolve_precision(precision, self.device)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         self.batch_size = int(batch_size)
         path = Path(model_path).expanduser() if model_path else default_model_path()
         weights, config_path = checkpoint_paths(path)
@@ -159,7 +166,7 @@ class EmotionClassifier:
 
         with torch.inference_mode():
             return predict_probs(self.model, np.stack([np.asarray(c) for c in crops]), self.config, self.device,
-                                 batch_size=self.batch_size, tta=self.tta)
+                                 batch_size=self.batch_size, tta=self.tta, precision=self.precision)
 
     def predict(self, image: np.ndarray, boxes: Iterable[Sequence[float]]) -> np.ndarray:
         """Probabilities (N x C) for the N face boxes of one RGB frame."""
@@ -180,6 +187,7 @@ class EmotionClassifier:
             "grayscale": c.grayscale,
             "device": self.device,
             "tta": self.tta,
+            "precision": self.precision,
             "alignment": c.alignment,
             "temperature": c.temperature,
             "version": c.version,

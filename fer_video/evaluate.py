@@ -16,6 +16,7 @@ from .atomic import atomic_write_text
 from .checkpoint import checkpoint_paths, default_model_path, file_sha256, load_checkpoint
 from .data import FaceDataset, group_kfold, grouped_split, load_dataset
 from .errors import SetupError, UsageError
+from .predict import resolve_precision
 from .train import (TrainArgs, carve_run_data, confusion_matrix, expected_calibration_error,
                     metrics_from_confusion, pick_device, predict_logits, predict_probs, prepare_dataset,
                     probs_from_logits, train)
@@ -90,7 +91,7 @@ def checkpoint_val_split(config, data_path: str | None) -> FaceDataset:
 
 
 def evaluate_model(model_path: str | None, data_path: str, split: str = "test", device: str = "auto",
-                   tta: str = "none", batch_size: int = 256) -> dict:
+                   tta: str = "none", batch_size: int = 256, precision: str = "auto") -> dict:
     """Evaluate a checkpoint on ``split`` ("test", "train", "all", or "val": the checkpoint's
     own validation carve) of a dataset. FER2013's test split also gets ``clean_accuracy``
     (without the images that duplicate train images) and the accuracy per Kaggle usage
@@ -110,10 +111,14 @@ def evaluate_model(model_path: str | None, data_path: str, split: str = "test", 
             split = "all"
     if split != "val":              # the val carve comes prepared; other splits in the model's frame
         data = prepare_dataset(data, config)
-    logits = predict_logits(model, data.images, config, dev, batch_size=batch_size, tta=tta)
+    try:
+        precision = resolve_precision(precision, dev)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    logits = predict_logits(model, data.images, config, dev, batch_size=batch_size, tta=tta, precision=precision)
     probs = probs_from_logits(logits, config.temperature)
     result = {"model": path, "model_sha256": file_sha256(path), "data": str(data_path), "split": split,
-              "tta": tta, "tta_flip": tta == "flip", "temperature": config.temperature,
+              "tta": tta, "tta_flip": tta == "flip", "precision": precision, "temperature": config.temperature,
               **evaluate_probs(probs, data, config.classes)}
     result["probabilities"] = {"classes": list(config.classes), "labels": [data.classes[i] for i in data.labels],
                                "probs": probs}

@@ -52,13 +52,15 @@ def load_models(settings: Settings):
     from .classify import EmotionClassifier, resolve_device
 
     device = resolve_device(settings.device)
-    ckey = (str(settings.model_path().resolve()), device, settings.classify_batch_size, settings.tta)
+    ckey = (str(settings.model_path().resolve()), device, settings.classify_batch_size, settings.tta,
+            settings.precision)
     classifier = _CLASSIFIERS.get(ckey)
     if classifier is None:
         # lazy: the weights load in analyze_video's worker thread, overlapping the first frames
         classifier = _CLASSIFIERS[ckey] = EmotionClassifier(settings.model_path(), device=device,
                                                             batch_size=settings.classify_batch_size,
-                                                            lazy=True, tta=settings.tta)
+                                                            lazy=True, tta=settings.tta,
+                                                            precision=settings.precision)
     dkey = (device, settings.min_face, settings.det_threshold, settings.max_side, settings.batch_size)
     detector = _DETECTORS.get(dkey)
     if detector is None:

@@ -113,8 +113,9 @@ def _run_evaluate(ns: argparse.Namespace) -> int:
         write_outputs(summary, ns.out or "runs/cv")
         return EXIT_OK
     tta = "flip" if ns.tta_flip else ns.tta
-    result = evaluate_model(ns.model, ns.data, split=ns.split, device=ns.device, tta=tta)
+    result = evaluate_model(ns.model, ns.data, split=ns.split, device=ns.device, tta=tta, precision=ns.precision)
     print(f"model: {result['model']}")
+    print(f"precision: {result['precision']}")
     print(f"data: {result['data']} ({result['split']}, {result['images_scored']} images scored)")
     if result["left_out_data_classes"] or result["left_out_model_classes"]:
         print(f"shared classes: {', '.join(result['classes'])}; left out: data {result['left_out_data_classes']}, "
@@ -209,6 +210,9 @@ def register(subparsers) -> None:
                    help="test-time augmentation: average the softmax over the image and its mirror (flip) or "
                         "over 5 crops of 11/12 of the side and their mirrors (tencrop) (default: %(default)s)")
     e.add_argument("--tta-flip", action="store_true", help="same as --tta flip")
+    e.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="the classifier's arithmetic, as in analyze: auto takes bf16 on a CPU with native "
+                        "bfloat16, else fp32 (default: %(default)s)")
     e.add_argument("--folds", type=int, default=0,
                    help="K: subject-grouped K-fold cross-validation of the training recipe below")
     _add_recipe_args(e, require_data=True)

@@ -16,7 +16,7 @@ from conftest import CLASSES
 
 @pytest.fixture(scope="module")
 def clf(model_path):
-    return EmotionClassifier(model_path, device="cpu", batch_size=4)
+    return EmotionClassifier(model_path, device="cpu", batch_size=4, precision="fp32")   # compared with plain fp32 forwards
 
 
 @pytest.fixture(scope="module")

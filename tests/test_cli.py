@@ -61,7 +61,7 @@ def test_missing_path_exit_2_one_line(capsys, tmp_path):
                                  ["--tta", "sixcrop"], ["--min-face", "0"], ["--smoothing", "-1"],
                                  ["--keyframe-every", "x"], ["--end", "inf"], ["--start", "nan"],
                                  ["--min-track", "1.5"], ["--executor", "dask"],
-                                 ["--stall-timeout", "0"]])
+                                 ["--stall-timeout", "0"], ["--precision", "fp16"]])
 def test_bad_option_exit_2_one_line(capsys, samples, opt):
     code, _, err = run_main(capsys, "analyze", samples / "pyfeat_single_face.mp4", *opt)
     assert code == 2
@@ -79,7 +79,7 @@ def test_analyze_options_are_the_settings_fields(capsys):
     assert main(["analyze", "--help"]) == 0
     text = capsys.readouterr().out
     options = [f for f in fields(Settings) if f.metadata.get("help")]
-    assert len(options) == 14
+    assert len(options) == 15
     for f in options:
         assert flag(f) in text
     args = build_parser().parse_args(["analyze", "x.mp4"])

@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""The classifier's arithmetic side by side: fp32 against bf16 on the same clips, one process.
+
+For each clip and arm (interleaved, ``--rounds`` times; models loaded once, one torch
+thread, the default thread plan): the median ``wall_s`` (decoding to the last prediction,
+no model load, no report) and x-realtime, the detection and classification busy seconds,
+and, against the fp32 arm, whether the face ids and frames are the same, the largest
+probability difference, and how many face rows change their top class. The arms: fp32 and
+bf16 with 32-crop batches (analyze's), and bf16 with 8-crop batches (classification starts
+sooner and overlaps detection more).
+
+    python bench/precision_ab.py ../shared/videos/sadtalker_WDA_KatieHill_000.mp4 \\
+        ../shared/videos/pyfeat_WolfgangLanger_Pexels.mp4 ../shared/videos/facenet_crowd_1080p.mp4
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("clips", nargs="+")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--fps", type=float, default=5.0)
+    args = ap.parse_args()
+
+    import numpy as np
+    import torch
+
+    from fer_video.classify import EmotionClassifier
+    from fer_video.detect import FaceDetector
+    from fer_video.pipeline import analyze_video
+    from fer_video.settings import Settings
+
+    torch.set_num_threads(1)
+    det = FaceDetector(device="cpu")
+    arms = {"fp32, b32": EmotionClassifier(None, device="cpu", batch_size=32, precision="fp32"),
+            "bf16, b32": EmotionClassifier(None, device="cpu", batch_size=32, precision="bf16"),
+            "bf16, b8": EmotionClassifier(None, device="cpu", batch_size=8, precision="bf16")}
+    res: dict = {}
+    for _ in range(args.rounds):
+        for clip in args.clips:
+            for name, clf in arms.items():
+                r = analyze_video(clip, Settings(fps=args.fps), detector=det, classifier=clf)
+                res.setdefault((clip, name), []).append(r)
+    first = next(iter(arms))
+    for clip in args.clips:
+        ref = res[(clip, first)][0].predictions
+        key = [(p.face_id, p.frame_index) for p in ref]
+        p_ref = np.array([p.probs for p in ref])
+        duration = res[(clip, first)][0].info.duration_s
+        print(f"{Path(clip).name} ({len(ref)} face rows)")
+        for name in arms:
+            rs = res[(clip, name)]
+            preds = rs[0].predictions
+            same = [(p.face_id, p.frame_index) for p in preds] == key
+            p = np.array([q.probs for q in preds])
+            diff = float(np.abs(p - p_ref).max()) if same and len(p) else float("nan")
+            flips = int((p.argmax(1) != p_ref.argmax(1)).sum()) if same and len(p) else -1
+            wall = statistics.median(r.wall_s for r in rs)
+            xrt = f"  {duration / wall:5.2f}x realtime" if duration else ""
+            print(f"  {name:10s} wall {wall:5.2f} s{xrt}   busy detect "
+                  f"{statistics.median(r.timings['detect'] for r in rs):.2f} classify "
+                  f"{statistics.median(r.timings['classify'] for r in rs):.2f}   same faces/frames: {same}, "
+                  f"max prob diff {diff:.4f}, top class changed on {flips} rows")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
