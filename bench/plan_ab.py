@@ -24,34 +24,49 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse_clips(doc: str):
+    """The clips and options every side-by-side script here takes."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     ap.add_argument("clips", nargs="+")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--fps", type=float, default=5.0)
-    args = ap.parse_args()
+    return ap.parse_args()
 
+
+def interleaved(args, arms: dict) -> dict:
+    """``analyze_video`` results by (clip, arm name), ``args.rounds`` each, rounds
+    interleaved; ``arms``: name -> (classifier, thread plan or None for the default);
+    one torch thread, one detector for every arm."""
     import torch
 
-    from fer_video.classify import EmotionClassifier
     from fer_video.detect import FaceDetector
     from fer_video.pipeline import analyze_video
     from fer_video.settings import Settings
-    from fer_video.threads import ThreadPlan
 
     torch.set_num_threads(1)
     det = FaceDetector(device="cpu")
-    clfs = {bs: EmotionClassifier(None, device="cpu", batch_size=bs) for bs in (32, 8)}
-    runs = {"decode thread (s8), b32": (ThreadPlan(prefetch=True), 32),
-            "classify thread (s9), b32": (ThreadPlan(classify_threads=1), 32),
-            "both threads (3 busy), b32": (ThreadPlan(prefetch=True, classify_threads=1), 32),
-            "classify thread, b8": (ThreadPlan(classify_threads=1), 8)}
     res: dict = {}
     for _ in range(args.rounds):
         for clip in args.clips:
-            for name, (plan, bs) in runs.items():
-                r = analyze_video(clip, Settings(fps=args.fps), detector=det, classifier=clfs[bs], threads=plan)
+            for name, (clf, plan) in arms.items():
+                kw = {} if plan is None else {"threads": plan}
+                r = analyze_video(clip, Settings(fps=args.fps), detector=det, classifier=clf, **kw)
                 res.setdefault((clip, name), []).append(r)
+    return res
+
+
+def main() -> int:
+    args = parse_clips(__doc__)
+
+    from fer_video.classify import EmotionClassifier
+    from fer_video.threads import ThreadPlan
+
+    clfs = {bs: EmotionClassifier(None, device="cpu", batch_size=bs) for bs in (32, 8)}
+    runs = {"decode thread (s8), b32": (clfs[32], ThreadPlan(prefetch=True)),
+            "classify thread (s9), b32": (clfs[32], ThreadPlan(classify_threads=1)),
+            "both threads (3 busy), b32": (clfs[32], ThreadPlan(prefetch=True, classify_threads=1)),
+            "classify thread, b8": (clfs[8], ThreadPlan(classify_threads=1))}
+    res = interleaved(args, runs)
     first = next(iter(runs))
     for clip in args.clips:
         ref = [(p.face_id, p.frame_index, p.probs) for p in res[(clip, first)][0].predictions]

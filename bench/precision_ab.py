@@ -14,40 +14,26 @@ sooner and overlaps detection more).
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from plan_ab import interleaved, parse_clips  # noqa: E402
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("clips", nargs="+")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--fps", type=float, default=5.0)
-    args = ap.parse_args()
+    args = parse_clips(__doc__)
 
     import numpy as np
-    import torch
 
     from fer_video.classify import EmotionClassifier
-    from fer_video.detect import FaceDetector
-    from fer_video.pipeline import analyze_video
-    from fer_video.settings import Settings
 
-    torch.set_num_threads(1)
-    det = FaceDetector(device="cpu")
-    arms = {"fp32, b32": EmotionClassifier(None, device="cpu", batch_size=32, precision="fp32"),
-            "bf16, b32": EmotionClassifier(None, device="cpu", batch_size=32, precision="bf16"),
-            "bf16, b8": EmotionClassifier(None, device="cpu", batch_size=8, precision="bf16")}
-    res: dict = {}
-    for _ in range(args.rounds):
-        for clip in args.clips:
-            for name, clf in arms.items():
-                r = analyze_video(clip, Settings(fps=args.fps), detector=det, classifier=clf)
-                res.setdefault((clip, name), []).append(r)
+    arms = {"fp32, b32": (EmotionClassifier(None, device="cpu", batch_size=32, precision="fp32"), None),
+            "bf16, b32": (EmotionClassifier(None, device="cpu", batch_size=32, precision="bf16"), None),
+            "bf16, b8": (EmotionClassifier(None, device="cpu", batch_size=8, precision="bf16"), None)}
+    res = interleaved(args, arms)
     first = next(iter(arms))
     for clip in args.clips:
         ref = res[(clip, first)][0].predictions
