@@ -35,8 +35,8 @@ def parse_clips(doc: str):
 
 def interleaved(args, arms: dict) -> dict:
     """``analyze_video`` results by (clip, arm name), ``args.rounds`` each, rounds
-    interleaved; ``arms``: name -> (classifier, thread plan or None for the default);
-    one torch thread, one detector for every arm."""
+    interleaved; ``arms``: name -> (classifier, thread plan or None for the default[,
+    a function called before each of the arm's runs]); one torch thread, one detector."""
     import torch
 
     from fer_video.detect import FaceDetector
@@ -48,7 +48,9 @@ def interleaved(args, arms: dict) -> dict:
     res: dict = {}
     for _ in range(args.rounds):
         for clip in args.clips:
-            for name, (clf, plan) in arms.items():
+            for name, (clf, plan, *before) in arms.items():
+                for f in before:
+                    f()
                 kw = {} if plan is None else {"threads": plan}
                 r = analyze_video(clip, Settings(fps=args.fps), detector=det, classifier=clf, **kw)
                 res.setdefault((clip, name), []).append(r)
