@@ -19,7 +19,7 @@ from .preprocess import to_tensor, tta_views
 # 48-px crop, one thread, batch 32, on this project's 2-core AMD EPYC (session 11). It moves
 # a probability by at most ~0.01 (0.0112 the largest of 247 face rows on three clips,
 # bench/precision_ab.py; docs/benchmarks.md has the accuracy table both ways).
-PRECISIONS = ("auto", "fp32", "bf16")
+from .recipe import PRECISIONS  # noqa: E402  (the options, kept where settings can read them)
 
 
 def resolve_precision(precision: str = "auto", device: str | torch.device = "cpu") -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from .errors import UsageError
-from .recipe import TTA_MODES
+from .recipe import PRECISIONS, TTA_MODES
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -146,7 +146,7 @@ class Settings:
                                     "CPU with native bfloat16 (AVX512_BF16 or AMX) and moves a "
                                     "probability by at most ~0.01; fp32 gives the same figures on "
                                     "every machine; auto: bf16 where the CPU has it natively, else "
-                                    "fp32 (default: auto)", choices=("auto", "fp32", "bf16"),
+                                    "fp32 (default: auto)", choices=PRECISIONS,
                             group="model and hardware")
     keyframe_every: int = option(
         5, "track-guided detection: the whole frame is searched for faces on every N-th sampled "

@@ -7,7 +7,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from .errors import EXIT_OK
-from .recipe import TTA_MODES
+from .recipe import PRECISIONS, TTA_MODES
 
 TRAIN_EPILOG = """examples:
   fer-video train --data ../shared/datasets/fer2013 --out runs/fer2013 --epochs 30
@@ -210,7 +210,7 @@ def register(subparsers) -> None:
                    help="test-time augmentation: average the softmax over the image and its mirror (flip) or "
                         "over 5 crops of 11/12 of the side and their mirrors (tencrop) (default: %(default)s)")
     e.add_argument("--tta-flip", action="store_true", help="same as --tta flip")
-    e.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+    e.add_argument("--precision", default="auto", choices=list(PRECISIONS),
                    help="the classifier's arithmetic, as in analyze: auto takes bf16 on a CPU with native "
                         "bfloat16, else fp32 (default: %(default)s)")
     e.add_argument("--folds", type=int, default=0,
