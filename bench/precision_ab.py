@@ -23,17 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from plan_ab import interleaved, parse_clips  # noqa: E402
 
 
-def main() -> int:
-    args = parse_clips(__doc__)
-
+def report(args, arms: dict, res: dict) -> None:
+    """Per clip and arm: median wall, x-realtime, busy seconds, and against the first arm
+    the faces/frames, the largest probability difference and the top-class changes."""
     import numpy as np
 
-    from fer_video.classify import EmotionClassifier
-
-    arms = {"fp32, b32": (EmotionClassifier(None, device="cpu", batch_size=32, precision="fp32"), None),
-            "bf16, b32": (EmotionClassifier(None, device="cpu", batch_size=32, precision="bf16"), None),
-            "bf16, b8": (EmotionClassifier(None, device="cpu", batch_size=8, precision="bf16"), None)}
-    res = interleaved(args, arms)
     first = next(iter(arms))
     for clip in args.clips:
         ref = res[(clip, first)][0].predictions
@@ -50,10 +44,21 @@ def main() -> int:
             flips = int((p.argmax(1) != p_ref.argmax(1)).sum()) if same and len(p) else -1
             wall = statistics.median(r.wall_s for r in rs)
             xrt = f"  {duration / wall:5.2f}x realtime" if duration else ""
-            print(f"  {name:10s} wall {wall:5.2f} s{xrt}   busy detect "
+            print(f"  {name:14s} wall {wall:5.2f} s{xrt}   busy detect "
                   f"{statistics.median(r.timings['detect'] for r in rs):.2f} classify "
                   f"{statistics.median(r.timings['classify'] for r in rs):.2f}   same faces/frames: {same}, "
                   f"max prob diff {diff:.4f}, top class changed on {flips} rows")
+
+
+def main() -> int:
+    args = parse_clips(__doc__)
+
+    from fer_video.classify import EmotionClassifier
+
+    arms = {"fp32, b32": (EmotionClassifier(None, device="cpu", batch_size=32, precision="fp32"), None),
+            "bf16, b32": (EmotionClassifier(None, device="cpu", batch_size=32, precision="bf16"), None),
+            "bf16, b8": (EmotionClassifier(None, device="cpu", batch_size=8, precision="bf16"), None)}
+    report(args, arms, interleaved(args, arms))
     return 0
 
 

@@ -77,3 +77,31 @@ def test_bf16_runs_in_bf16_and_stays_within_its_documented_bound_of_fp32(samples
     #                                   0.0112 the largest seen, on the crowd clip)
     assert (p32.argmax(1) == p16.argmax(1)).all()
     np.testing.assert_allclose(p16.sum(1), 1.0, atol=1e-12)
+
+
+def test_batchnorm_folding_is_the_same_function_and_the_bf16_form_is_kept_until_weights_change(samples):
+    import torch
+    from torch import nn
+
+    from fer_video.predict import fold_batchnorm, inference_form
+    from fer_video.preprocess import to_tensor
+
+    clf = EmotionClassifier(device="cpu", precision="fp32")
+    model = clf.model
+    crops = np.stack(_real_crops(samples, clf, n=4))
+    x = to_tensor(crops, clf.config).contiguous(memory_format=torch.channels_last)
+    folded = fold_batchnorm(model)
+    n_bn = lambda m: sum(isinstance(k, nn.BatchNorm2d) for k in m.modules())   # noqa: E731
+    assert n_bn(model) == 54 and n_bn(folded) == 1            # the seed head's BN follows a pool
+    with torch.no_grad():
+        np.testing.assert_allclose(folded(x).numpy(), model(x).numpy(), atol=2e-4)
+    assert inference_form(model, "fp32") is model
+    form = inference_form(model, "bf16")
+    assert form is inference_form(model, "bf16")               # made once
+    assert next(form.parameters()).dtype == torch.bfloat16 and n_bn(form) == 1
+    with torch.no_grad():
+        model.head.fc.bias.add_(1.0)                           # a training step, in effect
+    rebuilt = inference_form(model, "bf16")
+    assert rebuilt is not form
+    np.testing.assert_allclose(rebuilt.head.fc.bias.detach().float().numpy(),
+                               model.head.fc.bias.detach().numpy(), atol=0.02)
