@@ -53,8 +53,10 @@ _FORMS_LOCK = threading.Lock()
 
 def _state_key(model: torch.nn.Module) -> tuple:
     """Changes whenever a parameter or buffer is replaced or modified in place (an optimiser
-    step, ``load_state_dict``): the identity and version counter of each tensor."""
-    return tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
+    step, ``load_state_dict``): the identity and version counter of each tensor (inference
+    tensors have no counter; they change only inside inference mode, which training is not)."""
+    return tuple((t.data_ptr(), 0 if t.is_inference() else t._version)
+                 for t in (*model.parameters(), *model.buffers()))
 
 
 def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
