@@ -64,9 +64,11 @@ def main() -> int:
     from fer_video.threads import ThreadPlan
 
     clfs = {bs: EmotionClassifier(None, device="cpu", batch_size=bs) for bs in (32, 8)}
-    runs = {"decode thread (s8), b32": (clfs[32], ThreadPlan(prefetch=True)),
-            "classify thread (s9), b32": (clfs[32], ThreadPlan(classify_threads=1)),
+    runs = {"classify thread (s9), b32": (clfs[32], ThreadPlan(classify_threads=1)),
+            "decode thread (s8), b32": (clfs[32], ThreadPlan(prefetch=True)),
             "both threads (3 busy), b32": (clfs[32], ThreadPlan(prefetch=True, classify_threads=1)),
+            "both, 2 permits (s12), b32": (clfs[32], ThreadPlan(prefetch=True, classify_threads=1,
+                                                                permits=2)),
             "classify thread, b8": (clfs[8], ThreadPlan(classify_threads=1))}
     res = interleaved(args, runs)
     first = next(iter(runs))

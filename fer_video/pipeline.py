@@ -22,7 +22,7 @@ from .detect_stage import DetectInOrder, GuidedDetect
 from .pipeline_parts import DecodeStalled, Inline, NoPrefetch, Prefetch, jpeg, thumbnail
 from .records import DetectionStats, FacePrediction, FaceSummary, TrackedFace, VideoInfo
 from .settings import Settings
-from .threads import ThreadPlan, plan_threads
+from .threads import Permits, ThreadPlan, plan_threads
 
 STAGES = ("decode", "detect", "track", "classify", "aggregate", "report")
 
@@ -109,7 +109,8 @@ def analyze_video(path: str | os.PathLike, settings: Settings, *, detector, clas
     window = _checked_window(path, info, settings)
 
     faces = _TrackAndCrop(settings, classifier, timer)
-    classify = _ClassifyInBatches(classifier, plan, on_prediction=faces.record)
+    permits = Permits(plan.permits)
+    classify = _ClassifyInBatches(classifier, plan, on_prediction=faces.record, permits=permits)
     def on_frame(frame, detections) -> None:
         classify.add(faces.frame(frame, detections))
 
@@ -119,7 +120,7 @@ def analyze_video(path: str | os.PathLike, settings: Settings, *, detector, clas
     else:
         detect = GuidedDetect(detector, settings.keyframe_every, faces, on_frame=on_frame)
     n_samples, last_time = _stream(path, info, settings, plan, window, detect, classify,
-                                   timer, progress)
+                                   timer, progress, permits)
 
     t = time.perf_counter()
     predictions, thumbnails = faces.renumbered(settings.min_track_for(info.is_image))
@@ -148,11 +149,11 @@ def _checked_window(path: str, info: VideoInfo, settings: Settings) -> tuple[flo
 def _stream(path: str, info: VideoInfo, settings: Settings, plan: ThreadPlan,
             window: tuple[float, float], detect: "DetectInOrder",
             classify: "_ClassifyInBatches", timer: _Timer,
-            progress: ProgressFn | None) -> tuple[int, float]:
+            progress: ProgressFn | None, permits: Permits) -> tuple[int, float]:
     """Decode the sampled frames and push them, ``batch_size`` at a time, through detection
     (then, in frame order, tracking and cropping) and classification, until every face is
     classified. Returns (frames sampled, time of the last one); ``InputError`` when not one
-    frame could be decoded."""
+    frame could be decoded. The calling thread holds one of ``permits`` while it works."""
     from .decode import sample_frames
 
     w_start, w_end = window
@@ -163,8 +164,9 @@ def _stream(path: str, info: VideoInfo, settings: Settings, plan: ThreadPlan,
     if os.environ.get("FER_VIDEO_TEST_DECODE_STALL") == os.path.basename(path):   # tests only
         sampled = _stalls_after(sampled, 2)
     stall = settings.stall_timeout
-    frames = (Prefetch(sampled, depth=settings.batch_size, stall_s=stall) if plan.prefetch
-              else NoPrefetch(sampled, stall_s=stall))
+    permits.acquire()               # the caller's own, given back while it only waits
+    frames = (Prefetch(sampled, depth=settings.batch_size, stall_s=stall, permits=permits)
+              if plan.prefetch else NoPrefetch(sampled, stall_s=stall, permits=permits))
     n_samples, last_time = 0, 0.0
     batch: list = []
     finished = False
@@ -188,6 +190,7 @@ def _stream(path: str, info: VideoInfo, settings: Settings, plan: ThreadPlan,
         raise InputError(path, f"decoding stalled: no frame for {exc.stall_s:g} s{at} (a blocked "
                                "read or a decoder that does not return; --stall-timeout)") from None
     finally:
+        permits.release()           # done working: closing only waits for the other threads
         frames.close()
         detect.close(wait=finished)
         classify.close(wait=finished)
@@ -318,20 +321,27 @@ class _ClassifyInBatches:
     weights, then it takes the batches in order. Each result goes to ``on_prediction`` as a
     ``FacePrediction`` whose ``face_id`` is the tracker identity."""
 
-    def __init__(self, classifier, plan: ThreadPlan, on_prediction: Callable[[FacePrediction], None]):
+    def __init__(self, classifier, plan: ThreadPlan, on_prediction: Callable[[FacePrediction], None],
+                 permits: Permits | None = None):
         from concurrent.futures import ThreadPoolExecutor
 
         self._classifier = classifier
         self._on_prediction = on_prediction
         self._pool = Inline() if plan.classify_threads == 0 else ThreadPoolExecutor(
             max_workers=plan.classify_threads, thread_name_prefix="fer-video-classify")
+        # inline, classification works on the caller's own permit
+        self._permits = permits if permits is not None and plan.classify_threads else Permits()
         self._pending: list[_Crop] = []
         self._inflight: list = []          # [([(raw id, TrackedFace)], future)], oldest first; a few
         self.busy_s = 0.0                  # seconds spent classifying
 
     def load(self) -> None:
         if callable(getattr(self._classifier, "load", None)):
-            self._pool.submit(self._classifier.load)
+            self._pool.submit(self._load)
+
+    def _load(self) -> None:
+        with self._permits.work():
+            self._classifier.load()
 
     def add(self, crops: list[_Crop]) -> None:
         """One frame's faces; a batch goes once ``batch_size`` crops are waiting."""
@@ -348,11 +358,12 @@ class _ClassifyInBatches:
         self._pool.shutdown(wait=wait, cancel_futures=True)
 
     def _predict(self, crops: list) -> np.ndarray:
-        t0 = time.perf_counter()
-        try:
-            return self._classifier.predict_crops(crops)
-        finally:
-            self.busy_s += time.perf_counter() - t0
+        with self._permits.work():
+            t0 = time.perf_counter()
+            try:
+                return self._classifier.predict_crops(crops)
+            finally:
+                self.busy_s += time.perf_counter() - t0
 
     def _flush(self) -> None:
         if self._pending:
@@ -364,6 +375,9 @@ class _ClassifyInBatches:
     def _collect(self, wait_all: bool = False) -> None:
         while self._inflight and (wait_all or len(self._inflight) > 2 or self._inflight[0][1].done()):
             faces, fut = self._inflight.pop(0)
+            if not fut.done():
+                with self._permits.waiting():      # the caller only waits
+                    fut.exception()
             for (raw_id, tf), probs in zip(faces, fut.result(), strict=True):
                 self._on_prediction(FacePrediction(
                     face_id=raw_id, frame_index=int(tf.frame_index), time_s=float(tf.time_s),

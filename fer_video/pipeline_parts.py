@@ -17,6 +17,9 @@ THUMB_SIDE = 128          # thumbnails are at most this many pixels on their lon
 THUMB_MARGIN = 0.2        # fraction of the box side added around a face for its thumbnail
 
 
+_END = object()            # the decoder's end, inside the decode thread
+
+
 class DecodeStalled(Exception):
     """No frame (nor the end) came from the decoder for ``stall_s`` seconds."""
 
@@ -33,9 +36,16 @@ class Prefetch:
     seconds (a read blocked on a stalled network mount, a decoder that does not return),
     ``next()`` raises :class:`DecodeStalled` and the input can fail while the run goes on.
     The decode thread cannot be stopped inside FFmpeg: it is a daemon thread, left to
-    finish or to end with the process."""
+    finish or to end with the process.
 
-    def __init__(self, iterable, depth: int, stall_s: float | None = None):
+    ``permits`` (:class:`fer_video.threads.Permits`, held by the caller): the decode thread
+    takes one for each frame it decodes, and the caller gives its own up while it waits
+    for a frame."""
+
+    def __init__(self, iterable, depth: int, stall_s: float | None = None, permits=None):
+        from .threads import Permits
+
+        self._permits = permits if permits is not None else Permits()
         self._stall_s = stall_s
         self._q: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
@@ -61,14 +71,16 @@ class Prefetch:
         it = iter(iterable)
         try:
             while self._may_decode():
-                t0 = time.perf_counter()
-                try:
-                    item = next(it)
-                except StopIteration:
+                with self._permits.work():      # one frame's decoding
+                    t0 = time.perf_counter()
+                    try:
+                        item = next(it)
+                    except StopIteration:
+                        item = _END
                     self.busy_s += time.perf_counter() - t0
+                if item is _END:
                     self._put(("end", None))
                     return
-                self.busy_s += time.perf_counter() - t0
                 if not self._put(("frame", item)):
                     return
         except BaseException as exc:    # handed to the consumer, raised there
@@ -86,9 +98,14 @@ class Prefetch:
 
     def _get(self):
         try:
-            return self._q.get(timeout=self._stall_s)
+            return self._q.get_nowait()
         except queue.Empty:
-            raise DecodeStalled(self._stall_s) from None
+            pass
+        with self._permits.waiting():      # the caller only waits: its permit may decode
+            try:
+                return self._q.get(timeout=self._stall_s)
+            except queue.Empty:
+                raise DecodeStalled(self._stall_s) from None
 
     def __next__(self):
         kind, value = self._get()
@@ -132,9 +149,9 @@ class NoPrefetch(Prefetch):
     decode thread and the caller never run at once (one-core workers, and the 2-core plan
     where the caller decodes between detection batches), and the stall guard still holds."""
 
-    def __init__(self, iterable, stall_s: float | None = None):
+    def __init__(self, iterable, stall_s: float | None = None, permits=None):
         self._asked = threading.Semaphore(0)     # one release per frame the caller wants
-        super().__init__(iterable, depth=1, stall_s=stall_s)
+        super().__init__(iterable, depth=1, stall_s=stall_s, permits=permits)
 
     def _may_decode(self) -> bool:
         while not self._asked.acquire(timeout=0.1):      # until the caller asks for a frame

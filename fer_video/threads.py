@@ -18,6 +18,8 @@ change what a damaged stream decodes to).
 from __future__ import annotations
 
 import os
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 
@@ -44,12 +46,24 @@ class ThreadPlan:
     prefetch:         decode ahead in a thread of its own (else one frame at a time, only
                       while the calling thread waits for it: a helper thread that never runs
                       alongside the caller, there for the stall guard, ``--stall-timeout``).
+    permits:          at most this many of the plan's threads work at once (0: no bound
+                      beyond the threads themselves): the caller, the decode thread and the
+                      classification thread each hold one of these :class:`Permits` while
+                      they work, and the caller gives its own up while it waits for a frame
+                      or a result. So decoding ahead can use the core that classification
+                      leaves idle without a third busy thread.
     """
     torch_threads: int = 1
     detect_threads: int = 0
     classify_threads: int = 0
     decode_threads: int = 1
     prefetch: bool = False
+    permits: int = 0
+
+    def __post_init__(self):
+        if self.permits and self.detect_threads:
+            raise ValueError("permits bound the decode and classification threads of a plan "
+                             "that detects in the calling thread (detect_threads 0)")
 
     @property
     def inline(self) -> bool:
@@ -58,15 +72,18 @@ class ThreadPlan:
 
     def busy_threads(self) -> int:
         """The most threads this plan keeps running at once: the torch threads of every
-        thread that runs detection or classification, plus decoding."""
+        thread that runs detection or classification, plus decoding, at most ``permits``
+        threads' worth when that is set."""
         callers = self.detect_threads + self.classify_threads
         caller_torch = self.detect_threads == 0 or self.classify_threads == 0
         torch_busy = self.torch_threads * (callers + (1 if caller_torch else 0))
         if self.prefetch:
-            return torch_busy + self.decode_threads
-        # decoding in the calling thread alternates with that thread's own torch work
-        own = self.torch_threads if caller_torch else 0
-        return torch_busy - own + max(own, self.decode_threads)
+            busy = torch_busy + self.decode_threads
+        else:
+            # decoding in the calling thread alternates with that thread's own torch work
+            own = self.torch_threads if caller_torch else 0
+            busy = torch_busy - own + max(own, self.decode_threads)
+        return min(busy, self.permits * self.torch_threads) if self.permits else busy
 
     def for_device(self, device: str) -> "ThreadPlan":
         """This plan for a detector on ``device``: one detection thread on a GPU (it
@@ -83,13 +100,49 @@ class ThreadPlan:
             torch.set_num_threads(self.torch_threads)
 
 
+class Permits:
+    """The plan's ``permits`` for one analysis: a thread holds one while it works
+    (:meth:`work`); the caller, which holds one throughout, gives it up while it only waits
+    (:meth:`waiting`). With ``n`` = 0 both are no-ops."""
+
+    def __init__(self, n: int = 0):
+        self._sem = threading.BoundedSemaphore(n) if n > 0 else None
+
+    def acquire(self) -> None:
+        if self._sem is not None:
+            self._sem.acquire()
+
+    def release(self) -> None:
+        if self._sem is not None:
+            self._sem.release()
+
+    @contextmanager
+    def work(self):
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+    @contextmanager
+    def waiting(self):
+        self.release()
+        try:
+            yield
+        finally:
+            self.acquire()
+
+
 def plan_threads(cores: int | None = None, workers: int = 1) -> ThreadPlan:
     """The plan of each of ``workers`` processes sharing ``cores`` (default: this
     process's usable cores). Each worker gets ``cores // workers`` (at least one):
 
     * 1 core: every stage in the calling thread;
-    * 2 cores: decoding and detection in the caller, classification in its own thread
-      (bench/plan_ab.py, session 9: 27% less wall on the Pexels clip and 9% on the talking
+    * 2 cores: detection in the caller; classification in its own thread and decoding
+      ahead in another, which take turns on the second core (2 ``permits``: the decoder
+      works while classification waits for crops, and on the caller's core while the
+      caller waits for a frame). Session 9's plan decoded in the caller between detection
+      batches (bench/plan_ab.py: 27% less wall on the Pexels clip and 9% on the talking
       head than decoding in its own thread with detection and classification in the
       caller; identical predictions);
     * 3 cores: decoding, one detection thread and one classification thread;
@@ -100,7 +153,7 @@ def plan_threads(cores: int | None = None, workers: int = 1) -> ThreadPlan:
     if share == 1:
         return ThreadPlan()
     if share == 2:
-        return ThreadPlan(classify_threads=1)
+        return ThreadPlan(prefetch=True, classify_threads=1, permits=2)
     if share == 3:
         return ThreadPlan(prefetch=True, detect_threads=1, classify_threads=1)
     return ThreadPlan(prefetch=True, detect_threads=2, classify_threads=1)

@@ -22,7 +22,8 @@ def test_threads_never_exceed_the_cores(cores):
 def test_plans_by_share_of_cores():
     assert plan_threads(1, 1).inline
     assert plan_threads(8, 8).inline                       # one core each: every stage inline
-    assert plan_threads(2, 1) == ThreadPlan(classify_threads=1)
+    assert plan_threads(2, 1) == ThreadPlan(prefetch=True, classify_threads=1, permits=2)
+    assert plan_threads(2, 1).busy_threads() == 2           # three threads, two permits
     assert plan_threads(3, 1) == ThreadPlan(prefetch=True, detect_threads=1, classify_threads=1)
     assert plan_threads(16, 1) == ThreadPlan(prefetch=True, detect_threads=2, classify_threads=1)
     assert plan_threads(16, 4) == plan_threads(4, 1)
@@ -60,3 +61,53 @@ def test_apply_sets_torch_threads_once():
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_permits_bound_the_threads_that_work_at_once():
+    """A real 2-permit run: the caller plus two threads (the 2-core plan's decoder and
+    classifier), each working only under a permit: never more than two at once, counting
+    the caller; while the caller waits, its permit lets both threads work."""
+    import threading
+    import time
+
+    from fer_video.threads import Permits
+
+    permits = Permits(2)
+    lock = threading.Lock()
+    working, peak, threads_peak = [0], [0], [0]
+
+    def count(d):
+        with lock:
+            working[0] += d
+            peak[0] = max(peak[0], working[0])
+
+    def unit():
+        with permits.work():
+            count(+1)
+            with lock:
+                threads_peak[0] = max(threads_peak[0], working[0] - caller_working[0])
+            time.sleep(0.002)
+            count(-1)
+
+    caller_working = [1]
+    permits.acquire()                                     # the caller's own
+    count(+1)
+    threads = [threading.Thread(target=lambda: [unit() for _ in range(30)]) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for _ in range(10):
+        time.sleep(0.003)                                 # the caller works
+        count(-1)                                         # ... then only waits
+        caller_working[0] = 0
+        with permits.waiting():
+            time.sleep(0.005)
+        caller_working[0] = 1
+        count(+1)
+    for t in threads:
+        t.join()
+    permits.release()
+    assert peak[0] <= 2                   # the caller and the threads never exceed the permits
+    assert threads_peak[0] == 2           # the caller's permit, given up, let both work
+    with pytest.raises(ValueError):
+        ThreadPlan(detect_threads=1, permits=2)
+    assert ThreadPlan(prefetch=True, classify_threads=1).busy_threads() == 3
