@@ -59,17 +59,37 @@ def _state_key(model: torch.nn.Module) -> tuple:
                  for t in (*model.parameters(), *model.buffers()))
 
 
-def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+def _structure_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``module``'s tree of modules whose parameter and buffer tables are its own
+    but hold the same tensors: replacing a tensor in the copy leaves ``module`` as it was,
+    and no tensor is copied (a deepcopy would hold a second fp32 network, +100 MB)."""
+    import copy
+
+    new = copy.copy(module)
+    new._parameters = dict(module._parameters)
+    new._buffers = dict(module._buffers)
+    new._modules = {k: None if m is None else _structure_copy(m) for k, m in module._modules.items()}
+    return new
+
+
+def fold_batchnorm(model: torch.nn.Module, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
     """A copy of ``model`` (eval mode) in which each ``BatchNorm2d`` that directly follows a
     ``Conv2d`` (the pairs ``convK``/``bnK`` of a block, and a ``Sequential``'s consecutive
     conv, BN) is folded into the convolution and replaced by an ``Identity``:
     W' = W * s, b' = beta - mu * s (+ b * s), s = gamma / sqrt(var + eps), in fp32, the same
-    function up to rounding. A BatchNorm after anything else (the seed head's) stays."""
-    import copy
-
+    function up to rounding. A BatchNorm after anything else (the seed head's) stays. Every
+    tensor of the copy is made in ``dtype`` (4-d weights channels-last); ``model`` is left
+    as it was."""
     from torch import nn
 
-    net = copy.deepcopy(model).eval()
+    net = _structure_copy(model).eval()
+    fresh: set[int] = set()
+
+    def param(t: torch.Tensor) -> nn.Parameter:
+        fmt = torch.channels_last if t.dim() == 4 else torch.contiguous_format
+        p = nn.Parameter(t.to(dtype, memory_format=fmt, copy=True), requires_grad=False)
+        fresh.add(id(p))
+        return p
 
     @torch.no_grad()
     def fuse(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
@@ -77,21 +97,29 @@ def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
         bias = bn.bias - bn.running_mean * s
         if conv.bias is not None:
             bias = bias + conv.bias * s
-        conv.weight = nn.Parameter(conv.weight * s.reshape(-1, 1, 1, 1), requires_grad=False)
-        conv.bias = nn.Parameter(bias, requires_grad=False)
+        conv.weight = param(conv.weight * s.reshape(-1, 1, 1, 1))
+        conv.bias = param(bias)
 
-    for mod in list(net.modules()):
-        if isinstance(mod, nn.Sequential):
-            kids = list(mod._modules.items())
-            for (_, a), (name, b) in zip(kids, kids[1:]):
-                if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d):
-                    fuse(a, b)
-                    mod._modules[name] = nn.Identity()
-        for i in range(1, 4):
-            conv, bn = getattr(mod, f"conv{i}", None), getattr(mod, f"bn{i}", None)
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                fuse(conv, bn)
-                setattr(mod, f"bn{i}", nn.Identity())
+    with torch.no_grad():
+        for mod in list(net.modules()):
+            if isinstance(mod, nn.Sequential):
+                kids = list(mod._modules.items())
+                for (_, a), (name, b) in zip(kids, kids[1:]):
+                    if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d):
+                        fuse(a, b)
+                        mod._modules[name] = nn.Identity()
+            for i in range(1, 4):
+                conv, bn = getattr(mod, f"conv{i}", None), getattr(mod, f"bn{i}", None)
+                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                    fuse(conv, bn)
+                    setattr(mod, f"bn{i}", nn.Identity())
+        for mod in net.modules():               # what was not folded: the copy's own, in dtype
+            for k, t in mod._parameters.items():
+                if t is not None and id(t) not in fresh:
+                    mod._parameters[k] = param(t.detach())
+            for k, t in mod._buffers.items():
+                if t is not None and t.is_floating_point():
+                    mod._buffers[k] = t.to(dtype)
     return net
 
 
@@ -99,15 +127,18 @@ def inference_form(model: torch.nn.Module, precision: str = "fp32") -> torch.nn.
     """The network :func:`predict_logits` runs for ``model``: the model itself in fp32; in
     bf16 (and ``_FOLD_BN``) its BatchNorm-folded copy (:func:`fold_batchnorm`) with bf16
     weights, channels-last, made once and kept while the model's tensors do not change
-    (rebuilt after a training step; one per model, thread-safe)."""
+    (rebuilt after a training step; one per model, thread-safe). Given a form, the form."""
     if precision != "bf16" or not _FOLD_BN:
+        return model
+    if getattr(model, "_fer_video_form", False):     # a form already (EmotionClassifier's)
         return model
     key = _state_key(model)
     with _FORMS_LOCK:
         hit = _FORMS.get(model)
         if hit is not None and hit[0] == key:
             return hit[1]
-        form = fold_batchnorm(model).to(torch.bfloat16).to(memory_format=torch.channels_last)
+        form = fold_batchnorm(model, torch.bfloat16)
+        form._fer_video_form = True
         _FORMS[model] = (key, form)
         return form
 
@@ -129,7 +160,7 @@ def predict_logits(model: torch.nn.Module, images: np.ndarray, config: ModelConf
     ``precision``: 'fp32' or 'bf16' (as :func:`resolve_precision` gives it)."""
     model.eval()
     net = inference_form(model, precision)
-    bf16_weights = net is not model                    # input cast to bf16, no autocast needed
+    bf16_weights = getattr(net, "_fer_video_form", False)   # input cast to bf16, no autocast
     autocast = precision == "bf16" and not bf16_weights
     images = resize_batch(images, config.input_size)
     out = []
