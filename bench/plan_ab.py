@@ -9,7 +9,9 @@ candidates: decoding in its own thread with detection and classification in the 
 (session 8's plan), classification in its own thread with decoding and detection in the
 caller (session 9's), and both threads (3 busy threads on 2 cores: over the plan's
 invariant, shown for reference), each with 32-crop classification batches; and 8-crop
-batches, which start classifying sooner but change probabilities in the last bits.
+batches, which start classifying sooner (in fp32 and under autocast they changed
+probabilities in the last bits; the bf16 network of session 12 gives the same bits at any
+batch size), with the first plan and with the permits plan, which also runs 16-crop ones.
 
     python bench/plan_ab.py ../shared/videos/sadtalker_WDA_KatieHill_000.mp4 \\
         ../shared/videos/pyfeat_WolfgangLanger_Pexels.mp4
@@ -60,16 +62,26 @@ def interleaved(args, arms: dict) -> dict:
 def main() -> int:
     args = parse_clips(__doc__)
 
+    from fer_video import pipeline
     from fer_video.classify import EmotionClassifier
     from fer_video.threads import ThreadPlan
 
-    clfs = {bs: EmotionClassifier(None, device="cpu", batch_size=bs) for bs in (32, 8)}
-    runs = {"classify thread (s9), b32": (clfs[32], ThreadPlan(classify_threads=1)),
-            "decode thread (s8), b32": (clfs[32], ThreadPlan(prefetch=True)),
-            "both threads (3 busy), b32": (clfs[32], ThreadPlan(prefetch=True, classify_threads=1)),
+    clfs = {bs: EmotionClassifier(None, device="cpu", batch_size=bs) for bs in (32, 16, 8)}
+
+    def flush(frames: int):            # pipeline._FLUSH_FRAMES for one arm (0: full batches only)
+        return lambda: setattr(pipeline, "_FLUSH_FRAMES", frames)
+
+    full = flush(0)
+    runs = {"classify thread (s9), b32": (clfs[32], ThreadPlan(classify_threads=1), full),
+            "decode thread (s8), b32": (clfs[32], ThreadPlan(prefetch=True), full),
+            "both threads (3 busy), b32": (clfs[32], ThreadPlan(prefetch=True, classify_threads=1), full),
             "both, 2 permits (s12), b32": (clfs[32], ThreadPlan(prefetch=True, classify_threads=1,
-                                                                permits=2)),
-            "classify thread, b8": (clfs[8], ThreadPlan(classify_threads=1))}
+                                                                permits=2), full),
+            "classify thread, b8": (clfs[8], ThreadPlan(classify_threads=1), full),
+            "both, 2 permits, b16": (clfs[16], ThreadPlan(prefetch=True, classify_threads=1, permits=2),
+                                     full),
+            "both, 2 permits, b32/16 frames": (clfs[32], ThreadPlan(prefetch=True, classify_threads=1,
+                                                                    permits=2), flush(16))}
     res = interleaved(args, runs)
     first = next(iter(runs))
     for clip in args.clips:
@@ -78,7 +90,7 @@ def main() -> int:
         for name in runs:
             rs = res[(clip, name)]
             same = [(p.face_id, p.frame_index, p.probs) for p in rs[0].predictions] == ref
-            print(f"  {name:28s} wall {statistics.median(r.wall_s for r in rs):5.2f} s   busy detect "
+            print(f"  {name:31s} wall {statistics.median(r.wall_s for r in rs):5.2f} s   busy detect "
                   f"{statistics.median(r.timings['detect'] for r in rs):.2f} classify "
                   f"{statistics.median(r.timings['classify'] for r in rs):.2f}   same predictions: {same}")
     return 0

@@ -315,10 +315,19 @@ class _TrackAndCrop:
         return predictions, thumbnails
 
 
+# A batch also goes once this many frames have added crops to it, full or not: with one face
+# a frame, 32-crop batches left a talking head's classification until after its 32nd
+# frame and its end, hardly overlapping detection. The bf16 network gives the same bits at
+# any batch size (bench/plan_ab.py: same predictions at 8, 16 and 32 crops), so when a batch
+# goes changes no result. 0: only full batches go. (session 12)
+_FLUSH_FRAMES = 16
+
+
 class _ClassifyInBatches:
-    """Classification in batches of ``classifier.batch_size`` crops, in a thread of its own
-    alongside detection (or inline, as the plan says): first it loads the classifier's
-    weights, then it takes the batches in order. Each result goes to ``on_prediction`` as a
+    """Classification in batches of ``classifier.batch_size`` crops (or fewer, once
+    ``_FLUSH_FRAMES`` frames have added to a batch), in a thread of its own alongside
+    detection (or inline, as the plan says): first it loads the classifier's weights, then
+    it takes the batches in order. Each result goes to ``on_prediction`` as a
     ``FacePrediction`` whose ``face_id`` is the tracker identity."""
 
     def __init__(self, classifier, plan: ThreadPlan, on_prediction: Callable[[FacePrediction], None],
@@ -332,6 +341,7 @@ class _ClassifyInBatches:
         # inline, classification works on the caller's own permit
         self._permits = permits if permits is not None and plan.classify_threads else Permits()
         self._pending: list[_Crop] = []
+        self._frames = 0                   # frames that added crops to the pending batch
         self._inflight: list = []          # [([(raw id, TrackedFace)], future)], oldest first; a few
         self.busy_s = 0.0                  # seconds spent classifying
 
@@ -344,9 +354,14 @@ class _ClassifyInBatches:
             self._classifier.load()
 
     def add(self, crops: list[_Crop]) -> None:
-        """One frame's faces; a batch goes once ``batch_size`` crops are waiting."""
+        """One frame's faces; a batch goes once ``batch_size`` crops are waiting, or
+        ``_FLUSH_FRAMES`` frames have added to it."""
+        if not crops:
+            return
         self._pending.extend(crops)
-        if len(self._pending) >= self._classifier.batch_size:
+        self._frames += 1
+        if len(self._pending) >= self._classifier.batch_size or (
+                _FLUSH_FRAMES and self._frames >= _FLUSH_FRAMES):
             self._flush()
 
     def drain(self) -> None:
@@ -367,7 +382,7 @@ class _ClassifyInBatches:
 
     def _flush(self) -> None:
         if self._pending:
-            batch, self._pending = self._pending, []
+            batch, self._pending, self._frames = self._pending, [], 0
             faces = [(c.raw_id, c.face) for c in batch]        # the crops go with the call only
             self._inflight.append((faces, self._pool.submit(self._predict, [c.crop for c in batch])))
         self._collect()
