@@ -284,3 +284,38 @@ def test_every_thread_plan_gives_the_same_result(samples, settings_for):
     for r in results[1:]:
         assert r.predictions == results[0].predictions and r.faces == results[0].faces
         assert r.thumbnails == results[0].thumbnails
+
+
+def test_a_batch_goes_after_16_frames_and_batching_changes_no_probability(samples, settings_for,
+                                                                          monkeypatch):
+    """One face a frame: classification batches go every ``_FLUSH_FRAMES`` frames (before
+    they are full), and the probabilities are those of full batches (the bf16 network
+    gives the same bits at any batch size; fp32, on a CPU without bf16, within 1e-6)."""
+    from fer_video import pipeline
+    from fer_video.threads import plan_threads
+
+    settings = settings_for(fps=10.0, classify_batch_size=32)
+    detector, classifier = load_models(settings)
+    sizes: list[int] = []
+    real = classifier.predict_crops
+
+    def spy(crops):
+        sizes.append(len(crops))
+        return real(crops)
+
+    monkeypatch.setattr(classifier, "predict_crops", spy)
+    plan = plan_threads(2, 1)
+    clip = samples / "pyfeat_single_face.mp4"
+    by_frames = analyze_video(clip, settings, detector=detector, classifier=classifier, threads=plan)
+    n = len(by_frames.predictions)
+    assert n > pipeline._FLUSH_FRAMES and max(sizes) == pipeline._FLUSH_FRAMES, (n, sizes)
+    sizes.clear()
+    monkeypatch.setattr(pipeline, "_FLUSH_FRAMES", 0)
+    full = analyze_video(clip, settings, detector=detector, classifier=classifier, threads=plan)
+    assert sizes == [min(32, n - i) for i in range(0, n, 32)]
+    a = np.array([p.probs for p in full.predictions])
+    b = np.array([p.probs for p in by_frames.predictions])
+    if classifier.precision == "bf16":
+        assert np.array_equal(a, b)
+    else:
+        np.testing.assert_allclose(a, b, atol=1e-6)
