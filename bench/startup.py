@@ -8,8 +8,8 @@ Rows, each a whole process (interpreter start to exit), measured from here:
 - ``start-up``: import the analysis, load the face detector and the default emotion model
   (weights read, network built), exit -- what ``analyze`` pays before its first frame;
   twice: ending as a bare ``python -c`` does, and ending as the ``fer-video`` process entry
-  (``fer_video.cli.run``) does, with ``gc.freeze()`` so that exit skips the full
-  collections over torch's heap;
+  (``fer_video.cli.run``) does: ``gc.freeze()``, so that exit skips the full collections
+  over torch's heap, then ``cli.exit_now`` (atexit handlers, flush, ``os._exit``);
 - ``analyze still``: ``fer-video analyze`` of one still image (``--quiet``), the whole
   command, its report written.
 
@@ -32,7 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 LOAD = ("from fer_video.pipeline import analyze_video; from fer_video.detect import FaceDetector; "
         "from fer_video.classify import EmotionClassifier; FaceDetector(device='cpu'); "
         "EmotionClassifier(None, device='cpu')")
-EXIT_AS_CLI = "; import gc; gc.freeze()"   # what fer_video.cli.run does after main()
+# what fer_video.cli.run does after main(): freeze the heap, then the quick exit
+EXIT_AS_CLI = "; import gc; gc.freeze(); from fer_video.cli import exit_now; exit_now(0)"
 
 
 def _time(cmd: list[str], env: dict) -> float:

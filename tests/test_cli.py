@@ -317,22 +317,36 @@ def test_an_unexpected_error_in_one_input_fails_it_with_a_crash_log_reason(sampl
     assert all("IndexError: test hook" in log.read_text() for log in logs)
 
 
-def test_the_process_entry_freezes_the_heap_for_exit_and_keeps_main_in_process(samples, model_path,
-                                                                                tmp_path):
-    """``cli.py`` and the console script go through ``run``: the exit code is main's, the
-    reports are whole, and the collector's permanent generation holds the heap at exit (the
-    ~0.5 s saving); ``main`` itself, called in a process that goes on, freezes nothing."""
-    probe = ("import gc, sys; from fer_video.cli import run, main; "
+def test_the_process_entry_freezes_the_heap_and_exits_at_once_after_the_atexit_handlers(
+        samples, model_path, tmp_path):
+    """``cli.py`` and the console script go through ``run``: the process ends with main's
+    exit code, its reports whole, the heap frozen (the ~0.5 s saving) and the atexit
+    handlers run, without returning to the caller (the quick exit); ``main`` itself, called
+    in a process that goes on, freezes nothing; with another non-daemon thread alive,
+    ``run`` returns for the normal exit."""
+    probe = ("import atexit, gc, sys, threading; from fer_video.cli import run, main; "
              "n0 = gc.get_freeze_count(); rc0 = main(['--version']); n1 = gc.get_freeze_count(); "
-             "rc = run(sys.argv[1:]); "
-             "print(rc0, n0 == n1 == 0, rc, gc.get_freeze_count() > 100000)")
+             "print(rc0, n0 == n1 == 0, flush=True); "
+             "atexit.register(lambda: print('atexit ran, frozen', gc.get_freeze_count() > 100000)); "
+             "hold = threading.Event(); keep = sys.argv.pop(1) == 'keep'; "
+             "t = threading.Thread(target=hold.wait) if keep else None; t and t.start(); "
+             "rc = run(sys.argv[1:]); print('returned', rc); hold.set()")
     out = tmp_path / "out"
-    p = subprocess.run([sys.executable, "-c", probe, "analyze", str(samples / "pyfeat_single_face.mp4"),
-                        "--fps", "2", "--model", str(model_path), "--out", str(out), "--quiet"],
-                       capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert p.stdout.split()[-4:] == ["0", "True", "0", "True"], p.stderr[-2000:]
+    args = ["analyze", str(samples / "pyfeat_single_face.mp4"), "--fps", "2", "--model", str(model_path),
+            "--out", str(out), "--quiet"]
+    p = subprocess.run([sys.executable, "-c", probe, "quick", *args], capture_output=True, text=True,
+                       timeout=300, cwd=REPO)
+    assert p.returncode == 0 and p.stdout.splitlines() == [
+        f"fer-video {__version__}", "0 True", "atexit ran, frozen True"], \
+        (p.stdout, p.stderr[-2000:])
     d = out / "pyfeat_single_face"
     rows = list(csv.DictReader(open(d / "pyfeat_single_face.frames.csv")))
     assert rows and json.loads((d / "pyfeat_single_face.json").read_text())["n_faces"] == 1
+    missing = [sys.executable, "-c", probe, "quick", "analyze", str(tmp_path / "nope.mp4")]
+    p = subprocess.run(missing, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert p.returncode == 2 and "returned" not in p.stdout and "nope.mp4" in p.stderr
+    p = subprocess.run([sys.executable, "-c", probe, "keep", "--version"], capture_output=True, text=True,
+                       timeout=300, cwd=REPO)
+    assert p.returncode == 0 and "returned 0" in p.stdout and "atexit ran" in p.stdout, p.stderr
     entry = (REPO / "cli.py").read_text()
     assert "from fer_video.cli import run" in entry and "SystemExit(run())" in entry
