@@ -228,7 +228,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
 
     Why: after ``import torch`` the heap holds ~200k long-lived objects, and Python's exit
     traverses them in full collections that find nothing worth freeing. ``gc.freeze()``
-    moves them out of the collector's sight: ``python -c "import torch"`` exits in 1.39-1.47 s
+    moves them out of the collector's sight: ``python -c "import torch"`` exits in 1.41-1.44 s
     against 1.93-2.19 s, and ``analyze`` of an 8-s talking head takes 2.64-2.86 s against
     3.20-3.38 s (whole process, 3 runs each, idle 2-core machine). Safe at this point:
     every report is written and closed before :func:`main` returns. Not in :func:`main`,
