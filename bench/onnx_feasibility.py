@@ -11,7 +11,10 @@ for example from a scratch folder::
 Prints: ``import onnxruntime`` and ``import torch`` in fresh processes (median of 3),
 the ONNX session's creation, and ms per 48-px crop (one thread, best of 5) at batch 32
 and 8 for torch fp32, torch's bf16 network (``predict.inference_form``) and ONNX Runtime
-fp32, with the largest logit difference of ONNX Runtime from torch fp32.
+fp32, with the largest logit difference of ONNX Runtime from torch fp32; then ms per call
+(best of 20) of the detector's three networks, torch (channels-last, as the detector runs
+them) against ONNX Runtime: P-net on a 306-px pyramid level (a 512-px keyframe's largest)
+and on a 64- and a 30-px region window, R-net on 8 crops of 24 px, O-net on 8 of 48 px.
 """
 from __future__ import annotations
 
@@ -85,7 +88,49 @@ def main() -> int:
             print(f"ms per crop at batch {n}: {row}")
         diff = np.abs(sess.run(None, {"x": xn})[0] - model(x).numpy()).max()
     print(f"largest logit difference, onnxruntime vs torch fp32: {diff:.2e}")
+    _detector_nets(ort, so)
     return 0
+
+
+def _detector_nets(ort, so) -> None:
+    import copy
+
+    import numpy as np
+    import torch
+
+    from fer_video.detect import FaceDetector
+
+    det = FaceDetector(device="cpu")
+    cases = {"P-net": (det._pnet, [(1, 3, 306, 306), (1, 3, 64, 64), (1, 3, 30, 30)], {2: "h", 3: "w"}),
+             "R-net": (det._rnet, [(8, 3, 24, 24)], {0: "n"}),
+             "O-net": (det._onet, [(8, 3, 48, 48)], {0: "n"})}
+    with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
+        for name, (net, shapes, dynamic) in cases.items():
+            exported = copy.deepcopy(net)
+            if name == "P-net":     # its strided-maxima pool (out=) does not export; the same max
+                exported.pool1 = torch.nn.MaxPool2d(2, 2, ceil_mode=True)
+            path = str(Path(tmp) / f"{name}.onnx")
+            with torch.no_grad():
+                torch.onnx.export(exported, (torch.randn(*shapes[0]),), path, input_names=["x"],
+                                  dynamic_axes={"x": dynamic}, dynamo=False, opset_version=17)
+            sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+            for shape in shapes:
+                xt = torch.randn(*shape).contiguous(memory_format=torch.channels_last)
+                xn = xt.contiguous().numpy()
+                ref = [o.numpy() for o in net(xt)]
+                diff = max(float(np.abs(a - b).max()) for a, b in zip(sess.run(None, {"x": xn}), ref))
+                print(f"{name} {shape}: torch {_per_call(lambda: net(xt)):.2f} ms, onnxruntime "
+                      f"{_per_call(lambda: sess.run(None, {'x': xn})):.2f} ms (max diff {diff:.0e})")
+
+
+def _per_call(fn) -> float:
+    fn()
+    ts = []
+    for _ in range(20):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return min(ts) * 1000
 
 
 if __name__ == "__main__":
