@@ -18,6 +18,7 @@ and on a 64- and a 30-px region window, R-net on 8 crops of 24 px, O-net on 8 of
 """
 from __future__ import annotations
 
+import argparse
 import statistics
 import subprocess
 import sys
@@ -48,6 +49,7 @@ def _per_crop(fn, x, n: int) -> float:
 
 
 def main() -> int:
+    argparse.ArgumentParser(description=__doc__.split("\n")[0]).parse_args()
     try:
         import onnx  # noqa: F401
         import onnxruntime as ort
