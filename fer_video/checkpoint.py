@@ -114,8 +114,10 @@ def load_config(path: str | os.PathLike) -> ModelConfig:
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
-                    config: ModelConfig | None = None) -> tuple[torch.nn.Module, ModelConfig]:
-    """Rebuild the network from its config and load the weights (as float32) in eval mode.
+                    config: ModelConfig | None = None,
+                    as_float32: bool = True) -> tuple[torch.nn.Module, ModelConfig]:
+    """Rebuild the network from its config and load the weights (as float32, or with
+    ``as_float32=False`` as the file stores them, e.g. fp16) in eval mode.
 
     The network is built on the ``meta`` device (shapes only) and its tensors are replaced
     by the safetensors file's (``strict=True``, ``assign=True``), so every parameter and buffer
@@ -137,7 +139,8 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
         raise CheckpointError(f"cannot read weights {weights_path}: {' '.join(str(exc).split())}") from None
     with torch.device("meta"):
         model = build_model(asdict(config))
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    if as_float32:
+        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     try:
         # assign=True: the meta tensors are replaced by the file's. Giving them storage
         # first (to_empty) ran empty_like through torch._refs, which imports sympy and

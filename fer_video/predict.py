@@ -97,7 +97,9 @@ def fold_batchnorm(model: torch.nn.Module, dtype: torch.dtype = torch.float32) -
         bias = bn.bias - bn.running_mean * s
         if conv.bias is not None:
             bias = bias + conv.bias * s
-        conv.weight = param(conv.weight * s.reshape(-1, 1, 1, 1))
+        # an fp32 copy (never the model's own tensor) scaled in place: half the time of an
+        # fp16 * fp32 product, same bits
+        conv.weight = param(conv.weight.detach().to(torch.float32, copy=True).mul_(s.reshape(-1, 1, 1, 1)))
         conv.bias = param(bias)
 
     with torch.no_grad():

@@ -90,7 +90,9 @@ def test_batchnorm_folding_is_the_same_function_and_the_bf16_form_is_kept_until_
     model = clf.model
     crops = np.stack(_real_crops(samples, clf, n=4))
     x = to_tensor(crops, clf.config).contiguous(memory_format=torch.channels_last)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     folded = fold_batchnorm(model)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())   # untouched
     n_bn = lambda m: sum(isinstance(k, nn.BatchNorm2d) for k in m.modules())   # noqa: E731
     assert n_bn(model) == 54 and n_bn(folded) == 1            # the seed head's BN follows a pool
     with torch.no_grad():
