@@ -107,13 +107,18 @@ class Permits:
 
     def __init__(self, n: int = 0):
         self._sem = threading.BoundedSemaphore(n) if n > 0 else None
+        self._held = threading.local()      # permits this thread holds
 
     def acquire(self) -> None:
         if self._sem is not None:
             self._sem.acquire()
+            self._held.n = getattr(self._held, "n", 0) + 1
 
     def release(self) -> None:
-        if self._sem is not None:
+        """Give back one of this thread's permits; none held (a Ctrl-C that came while it
+        waited to take one back): nothing to give, and no error to hide the interrupt."""
+        if self._sem is not None and getattr(self._held, "n", 0) > 0:
+            self._held.n -= 1
             self._sem.release()
 
     @contextmanager

@@ -111,3 +111,25 @@ def test_permits_bound_the_threads_that_work_at_once():
     with pytest.raises(ValueError):
         ThreadPlan(detect_threads=1, permits=2)
     assert ThreadPlan(prefetch=True, classify_threads=1).busy_threads() == 3
+
+
+def test_a_ctrl_c_while_the_caller_waits_for_its_permit_back_is_not_hidden():
+    """Ctrl-C can land while the caller waits to take its permit back (leaving ``waiting``):
+    it then holds none, and the release at the end of the analysis must not raise over the
+    interrupt (a BoundedSemaphore's "released too many times")."""
+    from fer_video.threads import Permits
+
+    permits = Permits(1)
+    permits.acquire()
+    real = permits._sem.acquire
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        with permits.waiting():
+            permits._sem.acquire = interrupted        # the interrupt comes as it takes it back
+    permits._sem.acquire = real
+    permits.release()                                 # holds none: nothing given, no error
+    permits.acquire()                                 # and the one permit is still there
+    permits.release()
