@@ -17,6 +17,7 @@ complete inputs unless ``overwrite``, so an interrupted batch resumes where it s
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -172,6 +173,26 @@ def _fmt_s(seconds: float) -> str:
     return f"{seconds:.1f} s"
 
 
+def _console(**kw):
+    """A rich ``Console`` that goes quiet when its stream's reader goes away (``| head``):
+    the batch goes on and its exit code says how the inputs went. rich's own reaction,
+    ``SystemExit(1)``, stopped the batch at the next line and said "an input failed"."""
+    from rich.console import Console
+
+    class QuietOnClosedPipe(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            stream = sys.stderr if self.stderr else sys.stdout
+            try:                                 # later writes (and the exit's flush) go nowhere
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, stream.fileno())
+                os.close(devnull)
+            except (OSError, ValueError):
+                pass
+
+    return QuietOnClosedPipe(**kw)
+
+
 def run_batch(paths: Sequence[str | os.PathLike], settings: Settings, *,
               out_root: str | os.PathLike = "reports", recursive: bool = False,
               overwrite: bool = False, quiet: bool = False, progress: Optional[bool] = None,
@@ -191,8 +212,6 @@ def run_batch(paths: Sequence[str | os.PathLike], settings: Settings, *,
     starts a local one; ``jobs`` then caps the tasks in flight, None meaning as many as the
     cluster can run at once; ``gpus_per_task``).
     """
-    from rich.console import Console
-
     from .executors import Options, get
 
     options = Options(overwrite=overwrite, jobs=int(jobs) if jobs else None, timeout=timeout,
@@ -203,8 +222,8 @@ def run_batch(paths: Sequence[str | os.PathLike], settings: Settings, *,
     check_out_root(out_root, is_batch)       # before the first input, not after the last
     if os.environ.get("FER_VIDEO_TEST_INTERNAL_ERROR") == "batch":   # tests/test_cli.py only
         raise RuntimeError("test hook: an unexpected internal error in the batch runner")
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
-    out = Console(highlight=False)
+    err = _console(stderr=True, highlight=False, soft_wrap=True)
+    out = _console(highlight=False)
     show_bars = (not quiet) and (err.is_terminal if progress is None else progress)
     n = len(todo)
     counts = {"done": 0, "failed": 0}

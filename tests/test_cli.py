@@ -350,3 +350,19 @@ def test_the_process_entry_freezes_the_heap_and_exits_at_once_after_the_atexit_h
     assert p.returncode == 0 and "returned 0" in p.stdout and "atexit ran" in p.stdout, p.stderr
     entry = (REPO / "cli.py").read_text()
     assert "from fer_video.cli import run" in entry and "SystemExit(run())" in entry
+
+
+def test_a_reader_that_goes_away_does_not_stop_the_batch(folder, model_path, tmp_path):
+    """``fer-video analyze folder 2>&1 | head -1``: the pipe closes after the first line;
+    the batch still writes every report and exits 0 (rich's own reaction, SystemExit(1),
+    stopped it at the next line and said an input had failed)."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(REPO / "cli.py"), "analyze", str(folder), "--fps", "2",
+           "--model", str(model_path), "--out", str(out)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO)
+    first = p.stdout.readline()
+    p.stdout.close()                          # the reader goes away after one line
+    assert p.wait(timeout=300) == 0 and first.strip()
+    stems = sorted(d.name for d in out.iterdir() if d.is_dir())
+    assert len(stems) == 3 and all((out / s / f"{s}.json").is_file() for s in stems)
+    assert (out / "summary.csv").is_file() and (out / "index.html").is_file()
