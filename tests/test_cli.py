@@ -366,3 +366,15 @@ def test_a_reader_that_goes_away_does_not_stop_the_batch(folder, model_path, tmp
     stems = sorted(d.name for d in out.iterdir() if d.is_dir())
     assert len(stems) == 3 and all((out / s / f"{s}.json").is_file() for s in stems)
     assert (out / "summary.csv").is_file() and (out / "index.html").is_file()
+
+
+def test_under_a_profiler_the_exit_is_the_normal_one(tmp_path):
+    """``python -m cProfile -o F cli.py ...`` still writes F: with a profiler (or tracer)
+    set, the process entry takes the normal exit, where cProfile writes its results."""
+    prof = tmp_path / "cli.prof"
+    p = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(prof), str(REPO / "cli.py"), "--version"],
+                       capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert p.returncode == 0 and __version__ in p.stdout, p.stderr
+    import pstats
+
+    assert pstats.Stats(str(prof)).total_calls > 0
