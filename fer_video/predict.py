@@ -16,12 +16,13 @@ import torch
 from .checkpoint import ModelConfig
 from .preprocess import to_tensor, tta_views
 
-# Arithmetic of the classifier's forward pass. bf16 (oneDNN's bfloat16 kernels under
-# torch.autocast; weights and activations rounded to 8 mantissa bits, accumulation in fp32)
-# halves the ResNet50's time on a CPU with native bf16 (AVX512_BF16/AMX): 12.0 -> 5.8 ms per
-# 48-px crop, one thread, batch 32, on this project's 2-core AMD EPYC (session 11). It moves
-# a probability by at most ~0.01 (0.0112 the largest of 247 face rows on three clips,
-# bench/precision_ab.py; docs/benchmarks.md has the accuracy table both ways).
+# Arithmetic of the classifier's forward pass. bf16 (oneDNN's bfloat16 kernels; weights and
+# activations rounded to 8 mantissa bits, accumulation in fp32) more than halves the
+# ResNet50's time on a CPU with native bf16 (AVX512_BF16/AMX): 12.0 -> 5.8 ms per 48-px crop
+# under autocast (session 11), 5.3 ms with the folded network below (session 12); one thread,
+# batch 32, this project's 2-core AMD EPYC. It moves a probability by at most ~0.01 (0.011
+# the largest on three clips, bench/precision_ab.py and bench/fold_ab.py; docs/benchmarks.md
+# has the accuracy tables).
 from .recipe import PRECISIONS  # noqa: E402  (the options, kept where settings can read them)
 
 
