@@ -42,11 +42,12 @@ from .records import Detection
 _PNET_CELL = 12                  # P-net's window: the smallest face it sees, in detection px
 _STAGE_THRESHOLDS = (0.6, 0.7)   # P-net and R-net thresholds (facenet-pytorch defaults)
 _PNET_CHUNK_PIXELS = 1_000_000   # pixels per P-net call for big levels (see _cascade)
-_NET_CHUNK = 512                 # crops per R/O-net call, to bound memory in crowds
-_NET_BUCKET = 64                 # R/O-net batches are padded to a multiple of this (flat memory)
-_ROI_BUCKET = 8                  # ... in detect_near and on keyframes, where a few faces give tens of
-#   candidates: 8 rather than 16 takes a talking head's region frames from 11.1-12.3 to 8.7-9.8 ms
-#   (R-net sees ~11 rows, O-net ~5; same boxes and scores; session 11)
+_RNET_ROWS = 16                  # rows per R-net call and per O-net call; a last, shorter chunk is
+_ONET_ROWS = 8                   #   padded to the next power of two (so few fixed shapes: flat memory)
+# Measured (one thread, idle 2-core machine, ms per call; session 13): O-net 1/2/4/8/16/32/64 rows
+# 0.8/1.3/2.0/3.8/11.1/24.2/39.7 (past 8 rows its maps fall out of cache: 16 rows cost 2.9x 8);
+# R-net 0.3/0.5/0.6/0.9/1.4/3.9/7.6. A talking head's ~5 O-net rows padded to 8 cost 3.8 ms of a
+# region frame's ~9 (before: every call padded to a multiple of 8 or 64 rows, in chunks of 512).
 ROI_REGION = 3.0                 # detect_near searches a square this many times a box's side
 # ... twice as wide for a track missed in the frame before (``reach`` 2): where it is now is
 # less sure. Measured on the 1080p crowd clip: a 26-px face missed at 0.6 s had moved 1.2x
@@ -202,7 +203,7 @@ class FaceDetector:
         sources.reverse()   # smallest scale first
         sources.append((1.0, 1.0, lambda: normalise(batch_u8.contiguous())))
         return self._refine(sources, cand, torch.zeros(len(cand), dtype=torch.long,
-                                                       device=cand.device), bucket=_ROI_BUCKET)
+                                                       device=cand.device))
 
     def detection_scale(self, height: int, width: int) -> float:
         """The factor frames of this size are resized by for detection (<= 1)."""
@@ -214,18 +215,16 @@ class FaceDetector:
 
     def detect_one(self, image: np.ndarray) -> list[Detection]:
         """Full-frame detection of one frame (a keyframe of track-guided detection): as
-        ``detect([image])[0]``, with R/O-net batches padded to 16 rows instead of 64 (one
-        640x360 frame: 69 -> ~45 ms CPU; the padding is what a lone frame cannot share)."""
-        return self._detect_batch([image], bucket=_ROI_BUCKET)[0]
+        ``detect([image])[0]``."""
+        return self._detect_batch([image])[0]
 
-    def _detect_batch(self, frames: Sequence[np.ndarray],
-                      bucket: int = _NET_BUCKET) -> list[list[Detection]]:
+    def _detect_batch(self, frames: Sequence[np.ndarray]) -> list[list[Detection]]:
         torch = self._torch
         h, w = frames[0].shape[:2]
         with torch.inference_mode():
             batch, hd, wd, scale = self._to_u8_batch(frames)
             min_face_det = max(float(_PNET_CELL), self.min_face * scale)
-            boxes, image_inds, points = self._cascade(batch, hd, wd, min_face_det, bucket)
+            boxes, image_inds, points = self._cascade(batch, hd, wd, min_face_det)
         return to_detections(boxes, image_inds, points, scale, h, w, len(frames), self.min_face)
 
     def _to_u8_batch(self, frames: Sequence[np.ndarray]):
@@ -257,7 +256,7 @@ class FaceDetector:
             minl *= self.factor
         return scales
 
-    def _cascade(self, batch_u8, h: int, w: int, min_face: float, bucket: int = _NET_BUCKET):
+    def _cascade(self, batch_u8, h: int, w: int, min_face: float):
         """facenet-pytorch's ``detect_face`` on a uint8 NCHW (channels-last) batch.
 
         Returns (boxes Kx5 [x1, y1, x2, y2, score], image index per box, landmarks Kx5x2),
@@ -302,9 +301,9 @@ class FaceDetector:
         # Crops come from the pyramid levels, or from the full frames (made on demand).
         sources.reverse()   # smallest scale first
         sources.append((1.0, 1.0, lambda: normalise(batch_u8.contiguous())))
-        return self._refine(sources, boxes, image_inds, bucket)
+        return self._refine(sources, boxes, image_inds)
 
-    def _refine(self, sources: list, boxes, image_inds, bucket: int = _NET_BUCKET):
+    def _refine(self, sources: list, boxes, image_inds):
         """Stages 2 and 3 of the cascade on square candidate ``boxes`` (Kx5, the batch's
         pixels, facenet-pytorch's convention): R-net, NMS, O-net, NMS. ``sources`` are
         (x scale, y scale, level or a function making it) smallest scale first, the last
@@ -313,7 +312,7 @@ class FaceDetector:
         empty = (np.zeros((0, 5)), np.zeros((0,), dtype=np.int64), np.zeros((0, 5, 2)))
 
         # Stage 2: R-net on 24x24 crops.
-        reg, prob = self._run(self._rnet, self._crops(sources, boxes, image_inds, 24), bucket)
+        reg, prob = self._run(self._rnet, self._crops(sources, boxes, image_inds, 24), _RNET_ROWS)
         score = prob[:, 1]
         ok = score > _STAGE_THRESHOLDS[1]
         boxes = torch.cat([boxes[ok, :4], score[ok].unsqueeze(1)], dim=1)
@@ -325,7 +324,7 @@ class FaceDetector:
         boxes = square(regress(boxes, reg))
 
         # Stage 3: O-net on 48x48 crops: final score, box regression, landmarks.
-        reg, marks, prob = self._run(self._onet, self._crops(sources, boxes, image_inds, 48), bucket)
+        reg, marks, prob = self._run(self._onet, self._crops(sources, boxes, image_inds, 48), _ONET_ROWS)
         score = prob[:, 1]
         ok = score >= self.threshold
         if not bool(ok.any()):
@@ -371,20 +370,21 @@ class FaceDetector:
             todo &= ~sel
         return out.contiguous(memory_format=torch.channels_last)
 
-    def _run(self, net, x, bucket: int = _NET_BUCKET):
-        """``net(x)`` in chunks, to bound memory when a crowd yields thousands of candidates.
+    def _run(self, net, x, rows: int):
+        """``net(x)`` in chunks of ``rows`` rows (the fastest size per net, see
+        ``_ONET_ROWS``), a shorter last chunk zero-padded to the next power of two.
 
-        Each chunk is zero-padded to a multiple of ``_NET_BUCKET`` rows: the number of
-        candidates changes every frame, and every new batch shape left memory behind in
-        the CPU kernels' caches/allocator (RSS grew ~100 MB a minute on a long video);
-        with a few fixed shapes it stays flat, at no measurable cost in speed.
+        The number of candidates changes every frame, and every new batch shape left memory
+        behind in the CPU kernels' caches/allocator (RSS grew ~100 MB a minute on a long
+        video); with a few fixed shapes (1, 2, 4, ... ``rows``) it stays flat. Chunks also
+        bound memory when a crowd yields thousands of candidates.
         """
         torch = self._torch
         outs = []
-        for i in range(0, len(x), _NET_CHUNK):
-            chunk = x[i:i + _NET_CHUNK]
+        for i in range(0, len(x), rows):
+            chunk = x[i:i + rows]
             n = len(chunk)
-            padded = -(-n // bucket) * bucket
+            padded = min(rows, 1 << (n - 1).bit_length())
             if padded != n:
                 chunk = torch.cat([chunk, chunk.new_zeros((padded - n, *chunk.shape[1:]))])
                 chunk = chunk.contiguous(memory_format=torch.channels_last)
