@@ -185,7 +185,7 @@ def dominant_text(faces) -> str:
 # tracking, classification, aggregation, what makes an input fail): a report made by
 # another version is redone, never reused. Reports made before reuse keys existed have none
 # and are redone too.
-RESULTS_VERSION = 8
+RESULTS_VERSION = 9
 # 5: a one-frame stream (a one-frame GIF) is a still image (image defaults, duration 0),
 #    and the JSON has ``detection``: a version-4 report lacks it, so it is redone.
 # 6: track-guided detection searches a region frame that lost a track again as a whole
@@ -195,6 +195,8 @@ RESULTS_VERSION = 8
 #    probabilities move by up to ~0.005, so fp32 reports are redone.
 # 8: bf16 runs the BatchNorm-folded network with bf16 weights (``predict.inference_form``)
 #    instead of autocast: probabilities move (still within 0.011 of fp32, bench/fold_ab.py).
+# 9: R/O-net run in chunks of 16/8 rows padded to powers of two (``FaceDetector._run``):
+#    MTCNN scores and landmarks move in their last bits, probabilities by up to 0.0024.
 
 # Bytes hashed at each end of an input for its identity (the whole file for a small one).
 IDENTITY_SPAN = 64 * 1024
