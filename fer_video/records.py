@@ -94,6 +94,7 @@ class DetectionStats:
     """How the sampled frames of one input were detected (track-guided detection,
     ``Settings.keyframe_every``). ``keyframes + roi_frames`` = frames sampled."""
     keyframes: int = 0      # frames run through full-frame detection (P-net on the whole frame)
-    roi_frames: int = 0     # frames where only windows around the live tracks were searched (P-, R-, O-net)
+    roi_frames: int = 0     # frames searched only near the live tracks (R/O-net first, then P-net windows if needed)
     shot_cuts: int = 0      # keyframes forced by a shot cut (the frame looks unlike the previous one)
     lost_tracks: int = 0    # region frames searched again as a whole: a face seen in the frame before was not found
+    window_searches: int = 0  # region frames where R/O-net alone missed a track (or one was missed before): P-net windows searched

@@ -185,7 +185,7 @@ def dominant_text(faces) -> str:
 # tracking, classification, aggregation, what makes an input fail): a report made by
 # another version is redone, never reused. Reports made before reuse keys existed have none
 # and are redone too.
-RESULTS_VERSION = 9
+RESULTS_VERSION = 10
 # 5: a one-frame stream (a one-frame GIF) is a still image (image defaults, duration 0),
 #    and the JSON has ``detection``: a version-4 report lacks it, so it is redone.
 # 6: track-guided detection searches a region frame that lost a track again as a whole
@@ -197,6 +197,10 @@ RESULTS_VERSION = 9
 #    instead of autocast: probabilities move (still within 0.011 of fp32, bench/fold_ab.py).
 # 9: R/O-net run in chunks of 16/8 rows padded to powers of two (``FaceDetector._run``):
 #    MTCNN scores and landmarks move in their last bits, probabilities by up to 0.0024.
+# 10: region frames are searched by R/O-net alone at each tracked box first (``refine_near``),
+#    P-net windows only for what that misses: region boxes start from other candidates and
+#    move by a few percent, so crops and probabilities move; the JSON gains
+#    ``detection.window_searches``.
 
 # Bytes hashed at each end of an input for its identity (the whole file for a small one).
 IDENTITY_SPAN = 64 * 1024

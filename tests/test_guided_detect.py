@@ -43,6 +43,65 @@ def test_region_detection_finds_the_full_frame_face(detector, single_face_frames
     assert detector.detect_near(single_face_frames[0], [(0.0, 0.0, 40.0, 40.0)]) == []
 
 
+def test_refine_near_finds_the_full_frame_face(detector, single_face_frames):
+    """R-net and O-net alone, on candidates made from the frame before's box, find the face
+    full-frame detection finds (IoU >= 0.8), with an O-net score and 5 landmarks."""
+    full = detector.detect(single_face_frames)
+    for i in range(1, len(single_face_frames)):
+        found = detector.refine_near(single_face_frames[i], [d.box for d in full[i - 1]])
+        assert len(found) == len(full[i]) == 1
+        assert _iou(found[0].box, full[i][0].box) >= 0.8
+        assert found[0].score >= detector.threshold and len(found[0].landmarks) == 5
+    assert detector.refine_near(single_face_frames[0], []) == []
+    assert detector.refine_near(single_face_frames[0], [(0.0, 0.0, 40.0, 40.0)]) == []
+
+
+def _face_moved(detector, no_face_frames, single_face_frames, widths: float):
+    """Two real frames: the sample's face pasted on a faceless background, then moved right by
+    ``widths`` of its box; returns (its box in the first, the second frame)."""
+    x1, y1, x2, y2 = (int(v) for v in detector.detect([single_face_frames[0]])[0][0].box)
+    m = (x2 - x1) // 3
+    face = single_face_frames[0][max(0, y1 - m):y2 + m, max(0, x1 - m):x2 + m]
+    img = no_face_frames[0].copy()
+    img[60:60 + face.shape[0], 20:20 + face.shape[1]] = face
+    box = detector.detect_one(img)[0].box
+    moved = no_face_frames[1].copy()
+    dx = int(widths * (box[2] - box[0]))
+    moved[60:60 + face.shape[0], 20 + dx:20 + dx + face.shape[1]] = face
+    return img, box, moved
+
+
+def test_a_face_refine_near_misses_is_found_in_the_windows(detector, no_face_frames,
+                                                            single_face_frames):
+    """A face 0.7 widths from its track's box: beyond refine_near's shifts, inside
+    detect_near's 3x window. Track-guided detection finds it in the same region frame with
+    the P-net windows (counted in ``window_searches``), no full-frame search."""
+    from fer_video.detect_stage import GuidedDetect
+    from fer_video.records import SampledFrame
+    from fer_video.track import FaceTracker
+
+    first, box, moved = _face_moved(detector, no_face_frames, single_face_frames, 0.7)
+    full = detector.detect_one(moved)
+    assert len(full) == 1
+    assert detector.refine_near(moved, [box]) == []
+    near = detector.detect_near(moved, [box])
+    assert len(near) == 1 and _iou(near[0].box, full[0].box) >= 0.8
+
+    tracker, handed = FaceTracker(), []
+
+    def on_frame(frame, detections):
+        tracker.update(frame.frame_index, frame.time_s, detections)
+        handed.append(detections)
+
+    guided = GuidedDetect(detector, every=5, tracks=tracker, on_frame=on_frame)
+    guided.submit([SampledFrame(frame_index=0, time_s=0.0, image=first),
+                   SampledFrame(frame_index=1, time_s=0.2, image=moved)])
+    assert [len(d) for d in handed] == [1, 1]
+    assert _iou(handed[1][0].box, full[0].box) >= 0.8
+    s = guided.stats
+    assert (s.keyframes, s.roi_frames, s.lost_tracks, s.window_searches) == (1, 1, 0, 1)
+
+
 def test_a_wider_reach_finds_a_face_further_from_its_box(detector, no_face_frames,
                                                          single_face_frames):
     """``reach`` widens a box's region (track-guided detection gives 2 to a track missed in
@@ -184,6 +243,7 @@ def test_a_face_missed_by_the_region_search_is_searched_for_in_the_same_frame(
     assert [len(d) for d in handed] == [1, 1]
     assert handed[1] == detector.detect_one(frames[1].image)
     assert (guided.stats.keyframes, guided.stats.roi_frames, guided.stats.lost_tracks) == (2, 0, 1)
+    assert guided.stats.window_searches == 1   # R/O-net, then the windows, then the whole frame
 
 
 def test_keyframe_every_1_is_full_frame_detection(detector, model_path):
@@ -205,6 +265,8 @@ def test_guided_clip_matches_full_frame(model_path):
     for a, b in zip(full.predictions, guided.predictions):
         assert a.frame_index == b.frame_index and _iou(a.box, b.box) >= 0.8
     assert guided.detection.keyframes + guided.detection.roi_frames == guided.n_samples
+    # R-net and O-net alone kept the one face in every region frame: no P-net window searched
+    assert guided.detection.roi_frames > 0 and guided.detection.window_searches == 0
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True])

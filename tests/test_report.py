@@ -203,7 +203,7 @@ def test_report_json_detection_counts():
     stats = DetectionStats(keyframes=np.int64(4), roi_frames=8, shot_cuts=1, lost_tracks=0)
     det = detection_to_json(stats, keyframe_every=5, sampled_frames=12)
     assert det == {"keyframe_every": 5, "sampled_frames": 12, "keyframes": 4, "roi_frames": 8,
-                   "shot_cuts": 1, "lost_tracks": 0}
+                   "shot_cuts": 1, "lost_tracks": 0, "window_searches": 0}
     assert all(type(v) is int for v in det.values())
     kw = dict(info=info(), settings={}, model={}, faces=[], timings={}, wall_s=1.0, versions={})
     doc = build_report_json(**kw, detection=det)

@@ -31,15 +31,18 @@ def test_report_json_has_consistent_detection_counts(samples, settings_for, tmp_
     obj = _analyze(clip, tmp_path, settings_for(keyframe_every=every))   # --keyframe-every
     det = obj["detection"]
     assert set(det) == {"keyframe_every", "sampled_frames", "keyframes", "roi_frames",
-                        "shot_cuts", "lost_tracks"}
+                        "shot_cuts", "lost_tracks", "window_searches"}
     sampled = len(list(sample_frames(clip, fps=obj["settings"]["fps"])))
     assert det["keyframe_every"] == obj["settings"]["keyframe_every"] == every
     assert det["sampled_frames"] == sampled == 12                 # 2.4 s at 5 fps
     assert det["keyframes"] + det["roi_frames"] == sampled
     assert 0 <= det["shot_cuts"] + det["lost_tracks"] <= det["keyframes"]
+    # a region frame searched with P-net windows is still a region frame, or one lost after
+    assert 0 <= det["window_searches"] <= det["roi_frames"] + det["lost_tracks"]
     if every == 1:
         assert det == {"keyframe_every": 1, "sampled_frames": sampled, "keyframes": sampled,
-                       "roi_frames": 0, "shot_cuts": 0, "lost_tracks": 0}
+                       "roi_frames": 0, "shot_cuts": 0, "lost_tracks": 0,
+                       "window_searches": 0}
     else:
         # keyframes are never more than 5 frames apart: at least 3 of 12 (0, 5, 10)
         assert det["keyframes"] >= -(-sampled // every) and det["roi_frames"] > 0
