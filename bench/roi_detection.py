@@ -18,6 +18,11 @@ frame: the reference) and once per N given, then prints per clip and N:
             region frames searched again as a whole, a face of the frame before not found)
   ms/frame  detection time per sampled frame: wall (busy machine: noisy) and the detecting
             thread's CPU time
+  win       region frames whose P-net windows were searched (R-net and O-net alone at the
+            tracks' boxes missed one, or a track was missed the frame before)
+
+Each N runs twice: as analyze does (R/O-net first, P-net windows for what they miss) and as
+"Nw", P-net windows for every track (the region search before session 14).
 
     python bench/roi_detection.py [--clips a.mp4 ...] [--fps 5] [--every 3 5 10]
 """
@@ -93,6 +98,17 @@ class _TimedDetector:
     def detect_near(self, image, boxes, reach=None):
         return self._timed(self._d.detect_near, image, boxes, reach)
 
+    def refine_near(self, image, boxes):
+        return self._timed(self._d.refine_near, image, boxes)
+
+
+class _WindowsOnly(_TimedDetector):
+    """The region search as before session 14: no R/O-net-only first pass (``refine_near``
+    finds nothing, so every track's P-net windows are searched, as ``detect_near`` alone did)."""
+
+    def refine_near(self, image, boxes):
+        return []
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -113,19 +129,21 @@ def main(argv=None) -> int:
     plan.apply()
     print(f"torch {torch.__version__}, {plan.torch_threads} thread, fps {args.fps:g}")
     print(f"{'clip':34} {'N':>3} {'rows':>9} {'box':>6} {'id':>6} {'faces':>6} {'ids':>5} "
-          f"{'spans':>5} {'key/roi':>8} {'cuts':>4} {'lost':>4} {'ms/frame wall':>13} {'cpu':>6}")
+          f"{'spans':>5} {'key/roi':>8} {'cuts':>4} {'lost':>4} {'win':>4} {'ms/frame wall':>13} {'cpu':>6}")
     for clip in args.clips:
         if not clip.is_file():
             print(f"{clip.name:34} missing ({clip})")
             continue
         runs, clocks = {}, {}
-        for every in [1, *args.every]:
+        arms = [(1, _TimedDetector)] + [(e, k) for e in args.every for k in (_TimedDetector, _WindowsOnly)]
+        for every, kind in arms:
             settings = Settings(fps=args.fps, device="cpu", keyframe_every=every)
             detector, classifier = load_models(settings)
-            timed = clocks[every] = _TimedDetector(detector)
-            runs[every] = analyze_video(clip, settings, detector=timed, classifier=classifier,
-                                        threads=plan)
-        ref = runs[1]
+            name = f"{every}w" if kind is _WindowsOnly else str(every)
+            timed = clocks[name] = kind(detector)
+            runs[name] = analyze_video(clip, settings, detector=timed, classifier=classifier,
+                                       threads=plan)
+        ref = runs["1"]
         for every, r in runs.items():
             c = compare(ref, r)
             n = max(1, r.n_samples)
@@ -133,7 +151,7 @@ def main(argv=None) -> int:
             print(f"{clip.name[:34]:34} {every:>3} {c['rows'][0]:>4}/{c['rows'][1]:<4} "
                   f"{c['box']:>6.3f} {c['id']:>6.3f} {c['faces'][0]:>2}/{c['faces'][1]:<3} "
                   f"{c['ids']:>5} {c['spans'][0]:>2}/{c['spans'][1]:<2} {s.keyframes:>3}/{s.roi_frames:<4} "
-                  f"{s.shot_cuts:>4} {s.lost_tracks:>4} {1000 * clocks[every].wall / n:>13.1f} "
+                  f"{s.shot_cuts:>4} {s.lost_tracks:>4} {s.window_searches:>4} {1000 * clocks[every].wall / n:>13.1f} "
                   f"{1000 * clocks[every].cpu / n:>6.1f}")
         sys.stdout.flush()
     return 0
