@@ -145,13 +145,11 @@ class FaceDetector:
         region comes out with the box full-frame detection gives it. A face outside every
         region is not looked for. No box: no face.
         """
-        torch = self._torch
         if len(boxes) == 0:
             return []
         h, w = image.shape[:2]
-        with torch.inference_mode():
-            batch, hd, wd, scale = self._to_u8_batch([image])
-            min_face_det = max(float(_PNET_CELL), self.min_face * scale)
+        with self._torch.inference_mode():
+            batch, hd, wd, scale, min_face_det = self._one_at_detection_scale(image)
             factors = np.ones(len(boxes)) if reach is None else np.asarray(reach, dtype=np.float64)
             if factors.shape != (len(boxes),) or not np.all(factors > 0):
                 raise ValueError(f"reach must be one positive factor per box, not {reach!r}")
@@ -179,8 +177,7 @@ class FaceDetector:
             return []
         h, w = image.shape[:2]
         with torch.inference_mode():
-            batch, hd, wd, scale = self._to_u8_batch([image])
-            min_face_det = max(float(_PNET_CELL), self.min_face * scale)
+            batch, hd, wd, scale, min_face_det = self._one_at_detection_scale(image)
             b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * scale
             side = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])[:, None]
             jitter = np.asarray(_REFINE_CANDIDATES)
@@ -195,6 +192,13 @@ class FaceDetector:
             found = self._refine(sources, cand, torch.zeros(len(cand), dtype=torch.long,
                                                            device=cand.device))
         return to_detections(*found, scale, h, w, 1, self.min_face)[0]
+
+    def _one_at_detection_scale(self, image: np.ndarray):
+        """(batch, height, width, scale, smallest face) of one frame at detection scale, for
+        the region searches: the frame as a one-image u8 batch, its size and scale there,
+        and ``min_face`` in those pixels (at least P-net's 12-px cell)."""
+        batch, hd, wd, scale = self._to_u8_batch([image])
+        return batch, hd, wd, scale, max(float(_PNET_CELL), self.min_face * scale)
 
     def _lazy_levels(self, batch_u8, h: int, w: int, min_face: float):
         """(scales, level(i, size), R/O-net crop sources) for one frame whose pyramid levels

@@ -9,10 +9,13 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+import numpy as np
+
 from .detect import ROI_REACH_MISSED
 from .pipeline_parts import Inline
 from .records import DetectionStats
 from .threads import ThreadPlan
+from .track import iou_matrix
 
 
 class DetectInOrder:
@@ -126,7 +129,10 @@ class GuidedDetect:
                                           [1.0 if i in seen else ROI_REACH_MISSED for i in rest])
         # a face both steps found (a track's candidates can reach a neighbour) is kept once,
         # from R/O-net's first pass
-        more = [d for d in more if all(_iou(d.box, k.box) < 0.5 for k in detections)]
+        if more and detections:
+            overlap = iou_matrix(np.asarray([d.box for d in more], dtype=np.float64),
+                                 np.asarray([k.box for k in detections], dtype=np.float64))
+            more = [d for d, o in zip(more, overlap.max(axis=1)) if o < 0.5]
         return sorted([*detections, *more], key=lambda d: -d.score)
 
     def drain(self) -> None:
@@ -134,14 +140,6 @@ class GuidedDetect:
 
     def close(self, wait: bool) -> None:
         pass
-
-
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 __all__ = ["DetectInOrder", "GuidedDetect"]

@@ -149,7 +149,7 @@ class FaceTracker:
     def _cost_matrix(self, tracks: list[_Track], time_s: float, boxes) -> np.ndarray:
         pred = np.array([t.predicted(time_s) for t in tracks], dtype=np.float64)
         det = np.array(boxes, dtype=np.float64)
-        iou = _iou_matrix(pred, det)
+        iou = iou_matrix(pred, det)
         cost = np.full(iou.shape, _INFEASIBLE)
         ok = iou >= self.iou_threshold
         cost[ok] = 1.0 - iou[ok]
@@ -199,7 +199,7 @@ def _min_cost_assignment(cost: np.ndarray):
     return linear_sum_assignment(cost)
 
 
-def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of every box in ``a`` (Nx4) with every box in ``b`` (Mx4), x1 y1 x2 y2."""
     ix1 = np.maximum(a[:, None, 0], b[None, :, 0])
     iy1 = np.maximum(a[:, None, 1], b[None, :, 1])
@@ -212,4 +212,4 @@ def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, _EPS), 0.0)
 
 
-__all__ = ["FaceTracker"]
+__all__ = ["FaceTracker", "iou_matrix"]

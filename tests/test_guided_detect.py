@@ -31,29 +31,21 @@ def no_face_frames():
     return [f.image for f in sample_frames(SAMPLES / "pyfeat_no_face.mp4", fps=5.0)]
 
 
-def test_region_detection_finds_the_full_frame_face(detector, single_face_frames):
+@pytest.mark.parametrize("search", ["detect_near", "refine_near"])
+def test_region_search_finds_the_full_frame_face(detector, single_face_frames, search):
+    """Both region searches, from the frame before's full-frame box, find the face full-frame
+    detection finds (IoU >= 0.8), with an O-net score and 5 landmarks: the P-net windows
+    (``detect_near``) and R-net and O-net alone on candidates made from the box
+    (``refine_near``). Nothing to look near, or a region without a face: nothing found."""
+    near = getattr(detector, search)
     full = detector.detect(single_face_frames)
     for i in range(1, len(single_face_frames)):
-        near = detector.detect_near(single_face_frames[i], [d.box for d in full[i - 1]])
-        assert len(near) == len(full[i]) == 1
-        assert _iou(near[0].box, full[i][0].box) >= 0.8
-        assert near[0].score >= detector.threshold and len(near[0].landmarks) == 5
-    # nothing to look near, or a region without a face: nothing found
-    assert detector.detect_near(single_face_frames[0], []) == []
-    assert detector.detect_near(single_face_frames[0], [(0.0, 0.0, 40.0, 40.0)]) == []
-
-
-def test_refine_near_finds_the_full_frame_face(detector, single_face_frames):
-    """R-net and O-net alone, on candidates made from the frame before's box, find the face
-    full-frame detection finds (IoU >= 0.8), with an O-net score and 5 landmarks."""
-    full = detector.detect(single_face_frames)
-    for i in range(1, len(single_face_frames)):
-        found = detector.refine_near(single_face_frames[i], [d.box for d in full[i - 1]])
+        found = near(single_face_frames[i], [d.box for d in full[i - 1]])
         assert len(found) == len(full[i]) == 1
         assert _iou(found[0].box, full[i][0].box) >= 0.8
         assert found[0].score >= detector.threshold and len(found[0].landmarks) == 5
-    assert detector.refine_near(single_face_frames[0], []) == []
-    assert detector.refine_near(single_face_frames[0], [(0.0, 0.0, 40.0, 40.0)]) == []
+    assert near(single_face_frames[0], []) == []
+    assert near(single_face_frames[0], [(0.0, 0.0, 40.0, 40.0)]) == []
 
 
 def _face_moved(detector, no_face_frames, single_face_frames, widths: float):
@@ -107,15 +99,7 @@ def test_a_wider_reach_finds_a_face_further_from_its_box(detector, no_face_frame
     """``reach`` widens a box's region (track-guided detection gives 2 to a track missed in
     the frame before): a real face 2.2 widths from the box is outside the 3x square and
     inside the 6x one, where it gets the full-frame box."""
-    x1, y1, x2, y2 = (int(v) for v in detector.detect([single_face_frames[0]])[0][0].box)
-    m = (x2 - x1) // 3
-    face = single_face_frames[0][max(0, y1 - m):y2 + m, max(0, x1 - m):x2 + m]
-    img = no_face_frames[0].copy()
-    img[60:60 + face.shape[0], 20:20 + face.shape[1]] = face
-    box = detector.detect_one(img)[0].box
-    shifted = no_face_frames[0].copy()
-    dx = int(2.2 * (box[2] - box[0]))
-    shifted[60:60 + face.shape[0], 20 + dx:20 + dx + face.shape[1]] = face
+    _, box, shifted = _face_moved(detector, no_face_frames, single_face_frames, 2.2)
     full = detector.detect_one(shifted)
     assert len(full) == 1
     assert detector.detect_near(shifted, [box]) == []
