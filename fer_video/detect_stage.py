@@ -105,25 +105,26 @@ class GuidedDetect:
             if self._keyframes.is_keyframe(frame.image):
                 detections = self._detector.detect_one(frame.image)
             else:
-                detections = self._region(frame)
-                if self._tracks.missed_ids(frame.time_s, detections):
+                detections, missed = self._region(frame)
+                if missed:
                     self._keyframes.lost()
                     detections = self._detector.detect_one(frame.image)
             self.busy_s += time.perf_counter() - t0
             self._on_frame(frame, detections)
 
-    def _region(self, frame) -> list:
+    def _region(self, frame) -> tuple[list, set]:
         """A region frame's detections: R-net and O-net at each track seen in the frame
         before (``refine_near``), then P-net windows (``detect_near``) around the tracks
-        that found nothing, and around those missed in the frame before (twice as wide)."""
+        that found nothing, and around those missed in the frame before (twice as wide);
+        with the tracks seen in the frame before that they leave without a match."""
         predicted = self._tracks.predicted_boxes(frame.time_s)
         seen = self._tracks.seen_ids()
         near = [i for i in predicted if i in seen]
         detections = self._detector.refine_near(frame.image, [predicted[i] for i in near]) if near else []
-        missed = self._tracks.missed_ids(frame.time_s, detections) if near else set()
+        missed = self._tracks.missed_ids(frame.time_s, detections)
         rest = [i for i in predicted if i not in seen or i in missed]
         if not rest:
-            return detections
+            return detections, missed
         self.stats.window_searches += 1
         more = self._detector.detect_near(frame.image, [predicted[i] for i in rest],
                                           [1.0 if i in seen else ROI_REACH_MISSED for i in rest])
@@ -133,7 +134,8 @@ class GuidedDetect:
             overlap = iou_matrix(np.asarray([d.box for d in more], dtype=np.float64),
                                  np.asarray([k.box for k in detections], dtype=np.float64))
             more = [d for d, o in zip(more, overlap.max(axis=1)) if o < 0.5]
-        return sorted([*detections, *more], key=lambda d: -d.score)
+        detections = sorted([*detections, *more], key=lambda d: -d.score)
+        return detections, self._tracks.missed_ids(frame.time_s, detections)
 
     def drain(self) -> None:
         pass
