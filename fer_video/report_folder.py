@@ -94,18 +94,19 @@ def write(result: "VideoResult", out_dir: str | os.PathLike, stem: str,
     settings_json = {**result.settings.to_json(), "sample_step_s": result.sample_step_s}
     df = report.frames_table(result.predictions, result.classes)   # no pandas: start-up
     report.write_frames_csv(df, paths["csv"])
+    detection = report.detection_to_json(result.detection, result.settings.keyframe_every,
+                                         result.n_samples)
+    # The page shows the stages up to now; writing it is the JSON's `report` stage.
     report.write_html(paths["html"], info=result.info, faces=result.faces, frames=df,
                       classes=result.classes, thumbnails=result.thumbnails,
                       settings=settings_json, model=result.model,
-                      wall_s=result.wall_s + (time.perf_counter() - t0))
+                      wall_s=result.wall_s + (time.perf_counter() - t0),
+                      detection=detection, timings=dict(result.timings))
     result.timings["report"] = result.timings.get("report", 0.0) + (time.perf_counter() - t0)
     obj = report.build_report_json(info=result.info, settings=settings_json, model=result.model,
                                    faces=result.faces, timings=dict(result.timings),
                                    wall_s=result.wall_s + (time.perf_counter() - t0),
-                                   versions=versions(),
-                                   detection=report.detection_to_json(
-                                       result.detection, result.settings.keyframe_every,
-                                       result.n_samples))
+                                   versions=versions(), detection=detection)
     if identity is None:
         identity = input_identity(result.path)
     obj["reuse_key"] = report._jsonable(reuse_key(identity))

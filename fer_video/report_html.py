@@ -132,11 +132,46 @@ def _flat(d: dict, prefix: str = "") -> list[tuple[str, str]]:
     return rows
 
 
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def detection_sentence(d: dict) -> str:
+    """One plain sentence saying how the sampled frames were searched for faces, from the
+    JSON's ``detection`` object (docs/outputs.md, "Track-guided detection")."""
+    n, every = int(d.get("sampled_frames", 0)), int(d.get("keyframe_every", 1))
+    keys, roi = int(d.get("keyframes", 0)), int(d.get("roi_frames", 0))
+    cuts, lost = int(d.get("shot_cuts", 0)), int(d.get("lost_tracks", 0))
+    windows = int(d.get("window_searches", 0))
+    if every <= 1:
+        return f"{_count(n, 'sampled frame')}, each searched as a whole."
+    why = [f"{keys - cuts - lost} scheduled (the first and then at most every {_ordinal(every)})"]
+    if cuts:
+        why.append(f"{cuts} after a shot cut")
+    if lost:
+        why.append(f"{lost} where a tracked face was lost")
+    text = (f"{_count(n, 'sampled frame')}: {keys} searched as a whole ({', '.join(why)}), "
+            f"{roi} searched only where tracked faces were expected")
+    if windows:
+        text += f" ({windows} of them with a wider window search)"
+    return text + "."
+
+
 def write_html(path: str | os.PathLike, *, info: VideoInfo, faces: list[FaceSummary],
                frames, classes: list[str], thumbnails: dict[int, bytes],
-               settings: dict, model: dict, wall_s: float) -> None:
+               settings: dict, model: dict, wall_s: float,
+               detection: Optional[dict] = None,
+               timings: Optional[dict[str, float]] = None) -> None:
     """Write the self-contained ``<stem>.html`` report (no network needed to view it).
-    ``frames``: the frames table (``report.FramesTable``, or a DataFrame of its columns)."""
+    ``frames``: the frames table (``report.FramesTable``, or a DataFrame of its columns).
+    ``detection``: the JSON's ``detection`` object (``report.detection_to_json``) and
+    ``timings``: busy seconds per stage (the JSON's ``timings_s``), shown under
+    "Processing" when given."""
     classes = list(classes)
     colors = emotion_colors(classes)
     all_times = np.asarray(frames["time_s"], dtype=np.float64)
@@ -174,6 +209,8 @@ def write_html(path: str | os.PathLike, *, info: VideoInfo, faces: list[FaceSumm
         n_samples=len(all_times), settings_rows=_flat(dict(settings)),
         model_rows=_flat({k: v for k, v in dict(model).items()}), model=model,
         wall_s=wall_s, step=step, max_points=MAX_CHART_POINTS,
+        search=detection_sentence(detection) if detection else None,
+        stage_rows=[(k, float(v)) for k, v in (timings or {}).items()],
     )
     atomic_write_text(path, html)
 

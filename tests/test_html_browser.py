@@ -99,8 +99,25 @@ def report(tmp_path_factory) -> Path:
     write_html(path, info=info, faces=faces, frames=frames_dataframe(preds, CLASSES),
                classes=CLASSES, thumbnails={1: _jpeg((70, 110, 160)), 2: _jpeg((150, 90, 60))},
                settings={"sample_step_s": 0.25, "smoothing_window_s": 1.0},
-               model={"name": "test-model", "classes": CLASSES, "input_size": 48}, wall_s=3.2)
+               model={"name": "test-model", "classes": CLASSES, "input_size": 48}, wall_s=3.2,
+               detection={"keyframe_every": 5, "sampled_frames": 40, "keyframes": 9,
+                          "roi_frames": 31, "shot_cuts": 0, "lost_tracks": 1,
+                          "window_searches": 2},
+               timings={"decode": 0.41, "detect": 1.9, "classify": 0.8})
     return path
+
+
+def test_report_shows_how_faces_were_searched_and_stage_times(browser, report):
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.goto(report.as_uri(), wait_until="load")
+    section = page.locator("#processing")
+    assert section.is_visible()
+    text = section.inner_text()
+    page.close()
+    assert "40 sampled frames: 9 searched as a whole" in text
+    assert "1 where a tracked face was lost" in text and "31 searched only" in text
+    assert "2 of them with a wider window search" in text
+    assert "detect\t1.900" in text and "decode\t0.410" in text, text
 
 
 def test_report_renders_offline_with_charts_and_thumbnails(browser, report, tmp_path):

@@ -12,6 +12,7 @@ from fer_video import report_folder
 from fer_video.decode import sample_frames
 from fer_video.job import load_models
 from fer_video.pipeline import analyze_video
+from fer_video.report_html import detection_sentence
 
 pytestmark = pytest.mark.slow
 
@@ -48,6 +49,11 @@ def test_report_json_has_consistent_detection_counts(samples, settings_for, tmp_
         assert det["keyframes"] >= -(-sampled // every) and det["roi_frames"] > 0
         assert det["shot_cuts"] == 0                  # one shot
     assert obj["n_faces"] == 1 and obj["faces"][0]["n_frames"] == sampled
+    # The page says the same in words, with the busy time of every stage before it.
+    html = (tmp_path / clip.stem / f"{clip.stem}.html").read_text(encoding="utf-8")
+    assert f"Face search: {detection_sentence(det)}</p>" in html
+    for stage in ("decode", "detect", "track", "classify", "aggregate"):
+        assert f"<tr><td>{stage}</td><td class=\"num\">" in html, stage
 
 
 def test_a_report_with_detection_counts_is_reused(samples, tmp_path, settings_for):
