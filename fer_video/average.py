@@ -82,7 +82,8 @@ def average_run(run_dir: str | Path, lasts: list[int], bn_images: int = 8192, de
                 log=print) -> dict:
     """Average the last K kept epochs for each K in ``lasts``; score each on the validation
     carve; write ``avg_lastK.*`` per K, ``averaged.*`` (the best by validation accuracy, then
-    loss) and ``average.json``. Returns the summary written to ``average.json``."""
+    loss; with a temperature fitted on the same carve unless the run was trained with
+    ``--no-calibrate``) and ``average.json``. Returns the summary written to ``average.json``."""
     run = Path(run_dir)
     if not run.is_dir():
         raise UsageError(f"run folder not found: {run}")
@@ -121,9 +122,20 @@ def average_run(run_dir: str | Path, lasts: list[int], bn_images: int = 8192, de
         raise UsageError(f"{run}: every --last is larger than the {len(numbers)} kept epochs")
     best = max(results, key=_selection_key)
     save_checkpoint(*load_checkpoint(run / f"avg_last{best['last']}"), run / "averaged")
+    calibration = None
+    if args.calibrate:
+        # An epoch's checkpoint carries no fitted temperature: without this, a shipped
+        # average would print uncalibrated probabilities (train fits best.* the same way).
+        from .train import calibrate_checkpoint
+
+        calibration = calibrate_checkpoint(run / "averaged", val_set, dev)
+        log(f"calibration of averaged on the validation carve: temperature "
+            f"{calibration['temperature']:.3f}, ECE {calibration['ece_before']:.4f} -> "
+            f"{calibration['ece_after']:.4f}, NLL {calibration['nll_before']:.4f} -> "
+            f"{calibration['nll_after']:.4f}")
     best_epoch = json.loads((run / "best.json").read_text()).get("metrics", {}) if (run / "best.json").is_file() else {}
     summary = {"run": str(run), "kept_epochs": numbers, "bn_images": int(len(bn_idx)),
                "val_images": len(val_set), "results": results, "chosen": best,
-               "best_single_epoch": best_epoch}
+               "best_single_epoch": best_epoch, "calibration": calibration}
     atomic_write_text(run / "average.json", json.dumps(summary, indent=2) + "\n")
     return summary

@@ -46,7 +46,8 @@ class TrainArgs:
     device: str = _opt("auto", "auto | cpu | cuda | cuda:N (default: %(default)s)")
     seed: int = _opt(0, "seed of the validation carve, shuffling and augmentation (default: %(default)s)")
     resume: bool = _opt(False, "continue the run in --out where it stopped", cli="train")
-    amp: bool = _opt(True, "train in fp32 (default: bf16/fp16 autocast)", flag="--no-amp")
+    amp: bool = _opt(True, "train in fp32 (default: bf16/fp16 autocast on CUDA and on a CPU with bfloat16 in hardware, "
+                                "AVX512_BF16 or AMX; fp32 on other CPUs, where bf16 is emulated and slower)", flag="--no-amp")
     max_images: int = _opt(0, "use at most N training images (smoke runs)", metavar="N")
     log_every: int = _opt(50, "training steps between progress lines in train.log (default: %(default)s)",
                           cli="train")

@@ -186,7 +186,7 @@ def dominant_text(faces) -> str:
 # tracking, classification, aggregation, what makes an input fail): a report made by
 # another version is redone, never reused. Reports made before reuse keys existed have none
 # and are redone too.
-RESULTS_VERSION = 10
+RESULTS_VERSION = 11
 # 5: a one-frame stream (a one-frame GIF) is a still image (image defaults, duration 0),
 #    and the JSON has ``detection``: a version-4 report lacks it, so it is redone.
 # 6: track-guided detection searches a region frame that lost a track again as a whole
@@ -202,6 +202,8 @@ RESULTS_VERSION = 10
 #    P-net windows only for what that misses: region boxes start from other candidates and
 #    move by a few percent, so crops and probabilities move; the JSON gains
 #    ``detection.window_searches``.
+# 11: ``precision auto`` takes bf16 only on a CPU with bf16 in hardware (``predict.bf16_native``),
+#    no longer on AVX-512 CPUs that emulate it (twice as slow there): their reports become fp32.
 
 # Bytes hashed at each end of an input for its identity (the whole file for a small one).
 IDENTITY_SPAN = 64 * 1024

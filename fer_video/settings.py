@@ -143,7 +143,8 @@ class Settings:
                               "crops (tencrop: 10x) (default: none)", choices=TTA_MODES,
                       group="model and hardware")
     precision: str = option("auto", "arithmetic of the emotion classifier: bf16 halves its time on a "
-                                    "CPU with native bfloat16 (AVX512_BF16 or AMX) and moves a "
+                                    "CPU with native bfloat16 (AVX512_BF16 or AMX), doubles it on "
+                                    "one that only emulates it (other AVX-512 CPUs), and moves a "
                                     "probability by at most ~0.01; fp32 gives the same figures on "
                                     "every machine; auto: bf16 where the CPU has it natively, else "
                                     "fp32 (default: auto)", choices=PRECISIONS,

@@ -214,6 +214,15 @@ def train(args: TrainArgs, train_set: FaceDataset | None = None, val_set: FaceDa
 
     amp_dtype = torch.bfloat16 if device.type == "cpu" else (
         torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float16)
+    use_amp = bool(args.amp)
+    if use_amp and device.type == "cpu":
+        from .predict import bf16_native
+
+        if not bf16_native(device):
+            # Emulated bf16 halves the speed (12.7 against 24.0 img/s, predict.bf16_native).
+            use_amp = False
+            _log(run_dir, "autocast off: this CPU has no bfloat16 in hardware (AVX512_BF16 or AMX); "
+                          "training in fp32, the faster arithmetic here")
     train_images = resize_batch(train_set.images, args.img_size)
     train_targets = torch.as_tensor(targets_all)
     train_labels = torch.as_tensor(train_set.labels)
@@ -258,7 +267,7 @@ def train(args: TrainArgs, train_set: FaceDataset | None = None, val_set: FaceDa
                 x = augment(to_tensor(train_images[idx.numpy()], config).to(device), gen)
             x = x.contiguous(memory_format=torch.channels_last)
             y = train_labels[idx].to(device)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=args.amp):
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 logits = model(x)
             loss = soft_cross_entropy(logits.float(), train_targets[idx].to(device), weights, args.label_smoothing)
             opt.zero_grad(set_to_none=True)

@@ -84,7 +84,16 @@ def test_average_is_the_mean_of_the_weights_with_batch_norm_recomputed(kept_run)
     ref, _ = load_checkpoint(run / f"avg_last{chosen['last']}")
     for (name, p), q in zip(averaged.state_dict().items(), ref.state_dict().values()):
         assert torch.equal(p, q), name
-    assert json.loads((run / "average.json").read_text())["chosen"]["last"] == chosen["last"]
+    saved = json.loads((run / "average.json").read_text())
+    assert saved["chosen"]["last"] == chosen["last"]
+    # averaged.* carries a temperature fitted on the validation carve, as train's best.* does;
+    # the NLL is convex in 1/T, so the fitted T is no worse than T = 1 on that carve.
+    cal = summary["calibration"]
+    assert saved["calibration"] == pytest.approx(cal)
+    cfg_avg = json.loads((run / "averaged.json").read_text())
+    assert cfg_avg["temperature"] == cal["temperature"] != 1.0
+    assert cfg_avg["metrics"]["calibration"]["val_images"] == len(carve_run_data(args)[1])
+    assert cal["nll_after"] <= cal["nll_before"] + 1e-9
 
 
 def test_cli_average_prints_the_choice_and_rejects_runs_without_kept_epochs(kept_run, tmp_path):
