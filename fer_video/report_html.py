@@ -150,12 +150,12 @@ def detection_sentence(d: dict) -> str:
     windows = int(d.get("window_searches", 0))
     if every <= 1:
         return f"{_count(n, 'sampled frame')}, each searched as a whole."
-    why = [f"{keys - cuts - lost} scheduled (the first and then at most every {_ordinal(every)})"]
+    why = [f"{keys - cuts - lost} scheduled: the first and then at most every {_ordinal(every)}"]
     if cuts:
         why.append(f"{cuts} after a shot cut")
     if lost:
         why.append(f"{lost} where a tracked face was lost")
-    text = (f"{_count(n, 'sampled frame')}: {keys} searched as a whole ({', '.join(why)}), "
+    text = (f"{_count(n, 'sampled frame')}: {keys} searched as a whole ({'; '.join(why)}), "
             f"{roi} searched only where tracked faces were expected")
     if windows:
         text += f" ({windows} of them with a wider window search)"

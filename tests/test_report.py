@@ -216,20 +216,20 @@ def test_detection_sentence_names_every_count():
     det = {"keyframe_every": 5, "sampled_frames": 40, "keyframes": 10, "roi_frames": 30,
            "shot_cuts": 1, "lost_tracks": 2, "window_searches": 4}
     assert detection_sentence(det) == (
-        "40 sampled frames: 10 searched as a whole (7 scheduled (the first and then at most "
-        "every 5th), 1 after a shot cut, 2 where a tracked face was lost), 30 searched only "
+        "40 sampled frames: 10 searched as a whole (7 scheduled: the first and then at most "
+        "every 5th; 1 after a shot cut; 2 where a tracked face was lost), 30 searched only "
         "where tracked faces were expected (4 of them with a wider window search).")
     assert detection_sentence({**det, "shot_cuts": 0, "lost_tracks": 0, "window_searches": 0,
                                "keyframe_every": 2}) == (
-        "40 sampled frames: 10 searched as a whole (10 scheduled (the first and then at most "
-        "every 2nd)), 30 searched only where tracked faces were expected.")
+        "40 sampled frames: 10 searched as a whole (10 scheduled: the first and then at most "
+        "every 2nd), 30 searched only where tracked faces were expected.")
     every = {"keyframe_every": 1, "sampled_frames": 1, "keyframes": 1, "roi_frames": 0}
     assert detection_sentence(every) == "1 sampled frame, each searched as a whole."
     lost = {"keyframe_every": 5, "sampled_frames": 3, "keyframes": 3, "roi_frames": 0,
             "lost_tracks": 2}           # window_searches absent: a report before version 10
     assert detection_sentence(lost) == (
-        "3 sampled frames: 3 searched as a whole (1 scheduled (the first and then at most "
-        "every 5th), 2 where a tracked face was lost), 0 searched only where tracked faces "
+        "3 sampled frames: 3 searched as a whole (1 scheduled: the first and then at most "
+        "every 5th; 2 where a tracked face was lost), 0 searched only where tracked faces "
         "were expected.")
 
 
