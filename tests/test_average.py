@@ -46,6 +46,14 @@ def test_keep_epochs_keeps_every_epoch(kept_run):
     assert json.loads((run / "epoch_001.json").read_text())["metrics"]["epoch"] == 1
     # The last epoch's copy is the last checkpoint.
     assert (run / "epoch_002.safetensors").read_bytes() == (run / "last.safetensors").read_bytes()
+    # Autocast (the default) runs only on a CPU with bf16 in hardware, read here from Linux's
+    # CPU flags: where oneDNN only emulates bf16 (twice as slow) the run says it trains in fp32.
+    if Path("/proc/cpuinfo").is_file():
+        line = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                     if ln.startswith("flags")), "")
+        native = bool(set(line.split()) & {"avx512_bf16", "amx_bf16"})
+        assert ("autocast off: this CPU has no bfloat16 in hardware" in
+                (run / "train.log").read_text()) == (not native)
 
 
 def test_average_is_the_mean_of_the_weights_with_batch_norm_recomputed(kept_run):
