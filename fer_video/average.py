@@ -24,8 +24,8 @@ from .checkpoint import ModelConfig, load_checkpoint, save_checkpoint
 from .errors import UsageError
 from .preprocess import to_tensor
 from .recipe import TrainArgs
-from .train import (_selection_key, carve_run_data, pick_device, predict_probs, resize_batch, source_names,
-                    validation_metrics)
+from .train import (_selection_key, calibrate_checkpoint, carve_run_data, pick_device, predict_probs,
+                    resize_batch, source_names, validation_metrics)
 
 EPOCH_FILE = re.compile(r"epoch_(\d{3,})\.safetensors$")
 
@@ -126,8 +126,6 @@ def average_run(run_dir: str | Path, lasts: list[int], bn_images: int = 8192, de
     if args.calibrate:
         # An epoch's checkpoint carries no fitted temperature: without this, a shipped
         # average would print uncalibrated probabilities (train fits best.* the same way).
-        from .train import calibrate_checkpoint
-
         calibration = calibrate_checkpoint(run / "averaged", val_set, dev)
         log(f"calibration of averaged on the validation carve: temperature "
             f"{calibration['temperature']:.3f}, ECE {calibration['ece_before']:.4f} -> "

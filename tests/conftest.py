@@ -38,6 +38,17 @@ def missing_shared(reason: str):
     pytest.skip(reason)
 
 
+def cpu_flags_show_bf16() -> bool | None:
+    """Whether Linux's CPU flags show bfloat16 in hardware (AVX512_BF16 or AMX_BF16): the
+    tests' own reading, independent of torch's checks that ``predict.bf16_native`` uses.
+    None without /proc/cpuinfo."""
+    info = Path("/proc/cpuinfo")
+    if not info.is_file():
+        return None
+    line = next((ln for ln in info.read_text().splitlines() if ln.startswith("flags")), "")
+    return bool(set(line.split()) & {"avx512_bf16", "amx_bf16"})
+
+
 SHARED = Path(os.environ.get("FER_VIDEO_SHARED", REPO.parent / "shared"))
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import missing_shared
+from conftest import cpu_flags_show_bf16, missing_shared
 
 from fer_video.average import average_run
 from fer_video.errors import UsageError
@@ -48,10 +48,8 @@ def test_keep_epochs_keeps_every_epoch(kept_run):
     assert (run / "epoch_002.safetensors").read_bytes() == (run / "last.safetensors").read_bytes()
     # Autocast (the default) runs only on a CPU with bf16 in hardware, read here from Linux's
     # CPU flags: where oneDNN only emulates bf16 (twice as slow) the run says it trains in fp32.
-    if Path("/proc/cpuinfo").is_file():
-        line = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                     if ln.startswith("flags")), "")
-        native = bool(set(line.split()) & {"avx512_bf16", "amx_bf16"})
+    native = cpu_flags_show_bf16()
+    if native is not None:
         assert ("autocast off: this CPU has no bfloat16 in hardware" in
                 (run / "train.log").read_text()) == (not native)
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 
-from pathlib import Path
-
 import numpy as np
 from PIL import Image
 
@@ -55,12 +53,9 @@ def test_precision_resolves_and_rejects_what_it_cannot_run():
     # bf16 in hardware, read from Linux's CPU flags (not from torch, whose answer it checks):
     # auto takes bf16 only there; where oneDNN only emulates it (AVX-512 without AVX512_BF16,
     # about twice as slow as fp32), auto is fp32 and an explicit bf16 still runs.
-    flags = set()
-    if Path("/proc/cpuinfo").is_file():
-        line = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                     if ln.startswith("flags")), "")
-        flags = set(line.split())
-    native = bool(flags & {"avx512_bf16", "amx_bf16"})
+    from conftest import cpu_flags_show_bf16
+
+    native = bool(cpu_flags_show_bf16())
     assert resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")
     if torch.ops.mkldnn._is_mkldnn_bf16_supported():
         assert resolve_precision("bf16", "cpu") == "bf16"
