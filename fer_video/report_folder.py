@@ -96,12 +96,14 @@ def write(result: "VideoResult", out_dir: str | os.PathLike, stem: str,
     report.write_frames_csv(df, paths["csv"])
     detection = report.detection_to_json(result.detection, result.settings.keyframe_every,
                                          result.n_samples)
-    # The page shows the stages up to now; writing it is the JSON's `report` stage.
+    # The page shows the stages before it: writing it is the JSON's `report` stage, still
+    # running (0 or a reuse's leftover) while the page is written, so it is left out.
     report.write_html(paths["html"], info=result.info, faces=result.faces, frames=df,
                       classes=result.classes, thumbnails=result.thumbnails,
                       settings=settings_json, model=result.model,
                       wall_s=result.wall_s + (time.perf_counter() - t0),
-                      detection=detection, timings=dict(result.timings))
+                      detection=detection,
+                      timings={k: v for k, v in result.timings.items() if k != "report"})
     result.timings["report"] = result.timings.get("report", 0.0) + (time.perf_counter() - t0)
     obj = report.build_report_json(info=result.info, settings=settings_json, model=result.model,
                                    faces=result.faces, timings=dict(result.timings),

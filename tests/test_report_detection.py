@@ -54,6 +54,7 @@ def test_report_json_has_consistent_detection_counts(samples, settings_for, tmp_
     assert f"Face search: {detection_sentence(det)}</p>" in html
     for stage in ("decode", "detect", "track", "classify", "aggregate"):
         assert f"<tr><td>{stage}</td><td class=\"num\">" in html, stage
+    assert "<tr><td>report</td>" not in html      # still running when the page is written
 
 
 def test_a_report_with_detection_counts_is_reused(samples, tmp_path, settings_for):
