@@ -74,7 +74,7 @@ def main() -> int:
     ap.add_argument("--model", action="append", help="checkpoint (repeat to compare; default: the shipped model)")
     ap.add_argument("--no-clips", action="store_true", help="skip the labelled clips (the slowest row)")
     ap.add_argument("--json", help="also write the figures here")
-    ap.add_argument("--precision", nargs="+", default=["auto"], choices=["auto", "fp32", "bf16"],
+    ap.add_argument("--precision", nargs="+", default=["auto"], choices=["auto", "fp32", "bf16", "int8"],
                     help="the classifier's arithmetic; several: one column per model and precision "
                          "(default: auto, as analyze and evaluate)")
     ap.add_argument("--shared", default=os.environ.get("FER_VIDEO_SHARED", str(REPO.parent / "shared")))

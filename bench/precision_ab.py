@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
-"""The classifier's arithmetic side by side: fp32 against bf16 on the same clips, one process.
+"""The classifier's arithmetic side by side: fp32 against bf16 and int8 on the same clips, one process.
 
 For each clip and arm (interleaved, ``--rounds`` times; models loaded once, one torch
 thread, the default thread plan): the median ``wall_s`` (decoding to the last prediction,
 no model load, no report) and x-realtime, the detection and classification busy seconds,
 and, against the fp32 arm, whether the face ids and frames are the same, the largest
 probability difference, and how many face rows change their top class. The arms: fp32 and
-bf16 with 32-crop batches (analyze's), and bf16 with 8-crop batches (classification starts
-sooner and overlaps detection more).
+bf16 with 32-crop batches (analyze's), bf16 with 8-crop batches (classification starts
+sooner and overlaps detection more), where oneDNN runs bf16, and int8 with 32-crop batches
+(fer_video/int8.py), where torch has the x86 quantized engine.
 
     python bench/precision_ab.py ../shared/videos/sadtalker_WDA_KatieHill_000.mp4 \\
         ../shared/videos/pyfeat_WolfgangLanger_Pexels.mp4 ../shared/videos/facenet_crowd_1080p.mp4
@@ -55,9 +56,15 @@ def main() -> int:
 
     from fer_video.classify import EmotionClassifier
 
-    arms = {"fp32, b32": (EmotionClassifier(None, device="cpu", batch_size=32, precision="fp32"), None),
-            "bf16, b32": (EmotionClassifier(None, device="cpu", batch_size=32, precision="bf16"), None),
-            "bf16, b8": (EmotionClassifier(None, device="cpu", batch_size=8, precision="bf16"), None)}
+    from fer_video.int8 import int8_engine
+    from fer_video.predict import bf16_runs
+
+    arms = {"fp32, b32": (EmotionClassifier(None, device="cpu", batch_size=32, precision="fp32"), None)}
+    if bf16_runs("cpu"):
+        arms["bf16, b32"] = (EmotionClassifier(None, device="cpu", batch_size=32, precision="bf16"), None)
+        arms["bf16, b8"] = (EmotionClassifier(None, device="cpu", batch_size=8, precision="bf16"), None)
+    if int8_engine() is not None:
+        arms["int8, b32"] = (EmotionClassifier(None, device="cpu", batch_size=32, precision="int8"), None)
     report(args, arms, interleaved(args, arms))
     return 0
 

@@ -24,8 +24,8 @@ from .checkpoint import ModelConfig, load_checkpoint, save_checkpoint
 from .errors import UsageError
 from .preprocess import to_tensor
 from .recipe import TrainArgs
-from .train import (_selection_key, calibrate_checkpoint, carve_run_data, pick_device, predict_probs,
-                    resize_batch, source_names, validation_metrics)
+from .train import (_selection_key, calibrate_checkpoint, carve_run_data, int8_sentence, pick_device,
+                    predict_probs, resize_batch, source_names, validation_metrics)
 
 EPOCH_FILE = re.compile(r"epoch_(\d{3,})\.safetensors$")
 
@@ -130,7 +130,7 @@ def average_run(run_dir: str | Path, lasts: list[int], bn_images: int = 8192, de
         log(f"calibration of averaged on the validation carve: temperature "
             f"{calibration['temperature']:.3f}, ECE {calibration['ece_before']:.4f} -> "
             f"{calibration['ece_after']:.4f}, NLL {calibration['nll_before']:.4f} -> "
-            f"{calibration['nll_after']:.4f}")
+            f"{calibration['nll_after']:.4f}" + int8_sentence(calibration))
     best_epoch = json.loads((run / "best.json").read_text()).get("metrics", {}) if (run / "best.json").is_file() else {}
     summary = {"run": str(run), "kept_epochs": numbers, "bn_images": int(len(bn_idx)),
                "val_images": len(val_set), "results": results, "chosen": best,

@@ -39,6 +39,9 @@ class ModelConfig:
     alignment: dict[str, Any] = field(default_factory=dict)
     # Softmax temperature fitted on the validation carve (calibration): p = softmax(z / T).
     temperature: float = 1.0
+    # int8 activation ranges measured on the validation carve ({} = none; see fer_video/int8.py):
+    # {"scheme", "images", "points": {name: [scale, zero_point]}}.
+    int8: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)     # what it was trained on
     recipe: dict[str, Any] = field(default_factory=dict)   # how (epochs, lr, augmentation, ...)
     metrics: dict[str, Any] = field(default_factory=dict)  # validation/test figures

@@ -102,6 +102,13 @@ class EmotionClassifier:
             raise SetupError(f"invalid model checkpoint: {exc}") from None
         if not config.classes:
             raise SetupError(f"invalid model checkpoint {weights}: its config lists no classes")
+        if self.precision == "int8":
+            from .int8 import Int8Unavailable, require_ranges
+
+            try:
+                require_ranges(config, weights)
+            except Int8Unavailable as exc:
+                raise UsageError(str(exc)) from None
         self.config = config
         self.classes: list[str] = list(config.classes)
         self.weights_path = weights
@@ -114,7 +121,8 @@ class EmotionClassifier:
 
     def load(self) -> "EmotionClassifier":
         """Build the network and read the weights, and make the network that predictions run
-        (``predict.inference_form``: in bf16, BatchNorm folded); once, thread-safe.
+        (``predict.inference_form``: BatchNorm folded; in int8, ``fer_video/int8.py``); once,
+        thread-safe.
         SetupError if invalid."""
         with self._lock:
             if self._model is not None:
@@ -126,19 +134,23 @@ class EmotionClassifier:
                 # bf16: the file's fp16 tensors go straight into the folded bf16 network
                 # (the same bits as by way of fp32, which holds every fp16 value exactly)
                 model = _load_network(weights, self.config, self.device,
-                                      as_float32=self.precision == "fp32")
+                                      as_float32=self.precision != "bf16")
             except SetupError:
                 raise
             except (ValueError, KeyError, TypeError, RuntimeError, OSError) as exc:
                 first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise SetupError(f"invalid model checkpoint {weights}: {first}") from None
             self._sha256 = file_sha256(weights)
-            if self.precision != "fp32":
-                # keep only the network predictions run (bf16: BatchNorm folded, 50 MB)
-                # and let the loaded one go: the 1080p crowd's peak RSS 1.16 -> 1.05 GB
-                from .predict import inference_form
+            # keep only the network predictions run (BatchNorm folded; bf16: 50 MB, int8:
+            # 25 MB of weights) and let the loaded one go: the 1080p crowd's peak RSS in
+            # bf16 1.16 -> 1.05 GB
+            from .predict import inference_form
 
-                model = inference_form(model, self.precision)
+            try:
+                model = inference_form(model, self.precision, self.config)
+            except (ValueError, RuntimeError) as exc:    # int8 here: a torch without its kernels
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise SetupError(f"precision {self.precision}: {first}") from None
             self._model = model
         return self
 

@@ -99,6 +99,14 @@ def evaluate_model(model_path: str | None, data_path: str, split: str = "test", 
     path = _resolve_model(model_path)
     dev = pick_device(device)
     model, config = load_checkpoint(path, dev)
+    try:
+        precision = resolve_precision(precision, dev)
+        if precision == "int8":
+            from .int8 import require_ranges
+
+            require_ranges(config, path)
+    except ValueError as exc:           # Int8Unavailable is one
+        raise UsageError(str(exc)) from None
     if split == "val":
         data = checkpoint_val_split(config, data_path)
     else:
@@ -111,10 +119,6 @@ def evaluate_model(model_path: str | None, data_path: str, split: str = "test", 
             split = "all"
     if split != "val":              # the val carve comes prepared; other splits in the model's frame
         data = prepare_dataset(data, config)
-    try:
-        precision = resolve_precision(precision, dev)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
     logits = predict_logits(model, data.images, config, dev, batch_size=batch_size, tta=tta, precision=precision)
     probs = probs_from_logits(logits, config.temperature)
     result = {"model": path, "model_sha256": file_sha256(path), "data": str(data_path), "split": split,

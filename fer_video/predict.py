@@ -57,7 +57,9 @@ def resolve_precision(precision: str = "auto", device: str | torch.device = "cpu
     """'auto' -> 'bf16' on a CPU with bf16 in hardware (:func:`bf16_native`), else 'fp32'
     (CUDA included: its bf16 path is unmeasured; a CPU that only emulates bf16 too, where it
     is about twice as slow as fp32). 'bf16' asked for explicitly runs wherever oneDNN runs
-    it (:func:`bf16_runs`), emulated or not; elsewhere -> ValueError."""
+    it (:func:`bf16_runs`), emulated or not; 'int8' (fer_video/int8.py) on a CPU whose torch
+    has the x86 quantized engine (whether the checkpoint has int8 ranges is checked where
+    it is loaded); elsewhere -> ValueError."""
     precision = (precision or "auto").lower()
     if precision not in PRECISIONS:
         raise ValueError(f"invalid precision {precision!r} (choose one of {', '.join(PRECISIONS)})")
@@ -66,6 +68,14 @@ def resolve_precision(precision: str = "auto", device: str | torch.device = "cpu
     if precision == "bf16" and not bf16_runs(device):
         raise ValueError("precision bf16 needs a CPU whose oneDNN has bfloat16 kernels "
                          "(AVX-512 or newer); this device has none (use fp32 or auto)")
+    if precision == "int8":
+        from .int8 import int8_engine
+
+        if torch.device(device).type != "cpu":
+            raise ValueError("precision int8 runs on the CPU only (use fp32 or auto with --device cuda)")
+        if int8_engine() is None:
+            raise ValueError("precision int8 needs torch's x86 (FBGEMM) quantized engine; "
+                             "this build has none (use fp32 or auto)")
     return precision
 
 
@@ -73,9 +83,11 @@ def resolve_precision(precision: str = "auto", device: str | torch.device = "cpu
 # that convolution's weights and bias, the weights stored in bf16 once: under autocast each
 # forward re-cast 25M fp32 weights (copy_: 9% of a batch's time) and ran 54 BatchNorms (11%).
 # ResNet50, 48 px, batch 32, one thread, this 2-core machine: 6.6 -> 5.3 ms per crop (same
-# process, 256 crops, session 12). The A/B switch of bench/fold_ab.py.
+# process, 256 crops, session 12). fp32 runs the folded copy too: on a 2-core Ice Lake Xeon
+# (no bf16 in hardware) 20.4 -> 16.6 ms per crop (same settings, session 18). The A/B switch
+# of bench/fold_ab.py.
 _FOLD_BN = True
-_FORMS: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
+_FORMS: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
 _FORMS_LOCK = threading.Lock()
 
 
@@ -153,23 +165,39 @@ def fold_batchnorm(model: torch.nn.Module, dtype: torch.dtype = torch.float32) -
     return net
 
 
-def inference_form(model: torch.nn.Module, precision: str = "fp32") -> torch.nn.Module:
-    """The network :func:`predict_logits` runs for ``model``: the model itself in fp32; in
-    bf16 (and ``_FOLD_BN``) its BatchNorm-folded copy (:func:`fold_batchnorm`) with bf16
-    weights, channels-last, made once and kept while the model's tensors do not change
-    (rebuilt after a training step; one per model, thread-safe). Given a form, the form."""
-    if precision != "bf16" or not _FOLD_BN:
+def inference_form(model: torch.nn.Module, precision: str = "fp32",
+                   config: ModelConfig | None = None) -> torch.nn.Module:
+    """The network :func:`predict_logits` runs for ``model``, made once and kept while the
+    model's tensors do not change (rebuilt after a training step; one per model and
+    precision, thread-safe):
+
+    - fp32: the BatchNorm-folded copy (:func:`fold_batchnorm`), channels-last (the same
+      function up to float rounding; ``_FOLD_BN`` off: the model itself);
+    - bf16: the folded copy with bf16 weights (``_FOLD_BN`` off: the model, under autocast);
+    - int8: ``int8.int8_network`` with ``config.int8``'s activation ranges
+      (``int8.Int8Unavailable`` where it has none).
+
+    Given a form, the form."""
+    if getattr(model, "_fer_video_form", None):      # a form already (EmotionClassifier's)
         return model
-    if getattr(model, "_fer_video_form", False):     # a form already (EmotionClassifier's)
+    if precision != "int8" and not _FOLD_BN:
         return model
     key = _state_key(model)
+    if precision == "int8":
+        key = (key, repr(sorted(((config.int8 if config else {}) or {}).get("points", {}).items())))
     with _FORMS_LOCK:
-        hit = _FORMS.get(model)
+        forms = _FORMS.setdefault(model, {})
+        hit = forms.get(precision)
         if hit is not None and hit[0] == key:
             return hit[1]
-        form = fold_batchnorm(model, torch.bfloat16)
-        form._fer_video_form = True
-        _FORMS[model] = (key, form)
+        if precision == "int8":
+            from .int8 import int8_network
+
+            form = int8_network(fold_batchnorm(model, torch.float32), config)
+        else:
+            form = fold_batchnorm(model, torch.bfloat16 if precision == "bf16" else torch.float32)
+        form._fer_video_form = precision
+        forms[precision] = (key, form)
         return form
 
 
@@ -187,10 +215,11 @@ def resize_batch(images: np.ndarray, size: int) -> np.ndarray:
 def predict_logits(model: torch.nn.Module, images: np.ndarray, config: ModelConfig, device: torch.device,
                    batch_size: int = 256, tta: str = "none", precision: str = "fp32") -> np.ndarray:
     """Logits (V x N x C float64: one slice per ``tta_views`` view) for uint8 face crops;
-    ``precision``: 'fp32' or 'bf16' (as :func:`resolve_precision` gives it)."""
+    ``precision``: 'fp32', 'bf16' or 'int8' (as :func:`resolve_precision` gives it)."""
     model.eval()
-    net = inference_form(model, precision)
-    bf16_weights = getattr(net, "_fer_video_form", False)   # input cast to bf16, no autocast
+    net = inference_form(model, precision, config)
+    form = getattr(net, "_fer_video_form", None)
+    bf16_weights = form == "bf16"                           # input cast to bf16, no autocast
     autocast = precision == "bf16" and not bf16_weights
     images = resize_batch(images, config.input_size)
     out = []

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 # Test-time augmentation of `evaluate --tta` and `analyze --tta` (views: fer_video.preprocess.tta_views).
 TTA_MODES = ("none", "flip", "tencrop")
 # The classifier's arithmetic for `analyze/evaluate --precision` (fer_video.predict.resolve_precision).
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
 
 def _opt(default, help: str, **meta):

@@ -188,7 +188,7 @@ def dominant_text(faces) -> str:
 # tracking, classification, aggregation, what makes an input fail): a report made by
 # another version is redone, never reused. Reports made before reuse keys existed have none
 # and are redone too.
-RESULTS_VERSION = 11
+RESULTS_VERSION = 12
 # 5: a one-frame stream (a one-frame GIF) is a still image (image defaults, duration 0),
 #    and the JSON has ``detection``: a version-4 report lacks it, so it is redone.
 # 6: track-guided detection searches a region frame that lost a track again as a whole
@@ -206,6 +206,8 @@ RESULTS_VERSION = 11
 #    ``detection.window_searches``.
 # 11: ``precision auto`` takes bf16 only on a CPU with bf16 in hardware (``predict.bf16_native``),
 #    no longer on AVX-512 CPUs that emulate it (twice as slow there): their reports become fp32.
+# 12: fp32 runs the BatchNorm-folded network too (``predict.inference_form``): probabilities
+#    move in their last bits (logits by < 2e-4); ``--precision int8`` is new.
 
 # Bytes hashed at each end of an input for its identity (the whole file for a small one).
 IDENTITY_SPAN = 64 * 1024

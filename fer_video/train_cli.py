@@ -158,14 +158,14 @@ def _run_average(ns: argparse.Namespace) -> int:
 def _run_calibrate(ns: argparse.Namespace) -> int:
     from .checkpoint import load_config
     from .evaluate import _resolve_model, checkpoint_val_split
-    from .train import calibrate_checkpoint, pick_device
+    from .train import calibrate_checkpoint, int8_sentence, pick_device
 
     path = _resolve_model(ns.model)
     val = checkpoint_val_split(load_config(path), ns.data)
     cal = calibrate_checkpoint(path, val, pick_device(ns.device))
     print(f"temperature {cal['temperature']:.4f} on {cal['val_images']} validation images: "
-          f"ECE {cal['ece_before']:.4f} -> {cal['ece_after']:.4f}, NLL {cal['nll_before']:.4f} -> {cal['nll_after']:.4f}; "
-          f"written to {Path(path).with_suffix('.json')}")
+          f"ECE {cal['ece_before']:.4f} -> {cal['ece_after']:.4f}, NLL {cal['nll_before']:.4f} -> {cal['nll_after']:.4f}"
+          f"{int8_sentence(cal)}; written to {Path(path).with_suffix('.json')}")
     return EXIT_OK
 
 
@@ -189,10 +189,14 @@ def register(subparsers) -> None:
     a.add_argument("--device", default="auto", help="auto | cpu | cuda (default: %(default)s)")
     a.set_defaults(func=_run_average)
 
-    c = subparsers.add_parser("calibrate", help="fit a checkpoint's softmax temperature on its validation carve",
+    c = subparsers.add_parser("calibrate", help="fit a checkpoint's softmax temperature and int8 ranges on its "
+                                                "validation carve",
                               description="Fit the temperature T of softmax(logits / T) that minimises the "
                                           "cross-entropy on the checkpoint's own validation carve (never a test "
-                                          "split) and store it in the checkpoint's JSON (train does this at the end).")
+                                          "split), measure the int8 activation ranges that --precision int8 "
+                                          "needs on up to 1024 of its images (and compare int8 with fp32 on the "
+                                          "rest), and store both in the checkpoint's JSON (train does this at "
+                                          "the end).")
     c.add_argument("--model", required=True, help="checkpoint (.safetensors/.json or run folder)")
     c.add_argument("--data", help="the data it was trained on (default: the sources its recipe names)")
     c.add_argument("--device", default="auto", help="auto | cpu | cuda (default: %(default)s)")
@@ -212,7 +216,7 @@ def register(subparsers) -> None:
     e.add_argument("--tta-flip", action="store_true", help="same as --tta flip")
     e.add_argument("--precision", default="auto", choices=list(PRECISIONS),
                    help="the classifier's arithmetic, as in analyze: auto takes bf16 on a CPU with native "
-                        "bfloat16, else fp32 (default: %(default)s)")
+                        "bfloat16, else fp32; int8 needs a calibrated checkpoint (default: %(default)s)")
     e.add_argument("--folds", type=int, default=0,
                    help="K: subject-grouped K-fold cross-validation of the training recipe below")
     _add_recipe_args(e, require_data=True)

@@ -95,7 +95,9 @@ def test_average_is_the_mean_of_the_weights_with_batch_norm_recomputed(kept_run)
     # averaged.* carries a temperature fitted on the validation carve, as train's best.* does;
     # the NLL is convex in 1/T, so the fitted T is no worse than T = 1 on that carve.
     cal = summary["calibration"]
-    assert saved["calibration"] == pytest.approx(cal)
+    flat = lambda c: {k: v for k, v in c.items() if k != "int8"}   # noqa: E731  (approx: flat dicts only)
+    assert flat(saved["calibration"]) == pytest.approx(flat(cal))
+    assert saved["calibration"].get("int8") == cal.get("int8")      # int8 ranges' comparison, where it runs
     cfg_avg = json.loads((run / "averaged.json").read_text())
     assert cfg_avg["temperature"] == cal["temperature"] != 1.0
     assert cfg_avg["metrics"]["calibration"]["val_images"] == len(carve_run_data(args)[1])

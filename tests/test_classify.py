@@ -146,7 +146,9 @@ def test_meta_device_load_equals_a_plain_build(clf, model_path, frame):
     ref = build_model(asdict(config))
     ref.load_state_dict({k: v.float() for k, v in load_file(str(model_path)).items()}, strict=True)
     ref.eval()
-    ours = clf.model
+    from fer_video.checkpoint import load_checkpoint
+
+    ours, _ = load_checkpoint(model_path)           # clf keeps only its BatchNorm-folded form
     ref_state, our_state = ref.state_dict(), ours.state_dict()
     assert ref_state.keys() == our_state.keys()
     assert {n for n, _ in ours.named_buffers()} <= set(our_state)      # no non-persistent buffer left empty

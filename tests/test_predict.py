@@ -96,8 +96,10 @@ def test_batchnorm_folding_is_the_same_function_and_the_bf16_form_is_kept_until_
     from fer_video.predict import fold_batchnorm, inference_form
     from fer_video.preprocess import to_tensor
 
+    from fer_video.checkpoint import load_checkpoint
+
     clf = EmotionClassifier(device="cpu", precision="fp32")
-    model = clf.model
+    model, _ = load_checkpoint(clf.weights_path)
     crops = np.stack(_real_crops(samples, clf, n=4))
     x = to_tensor(crops, clf.config).contiguous(memory_format=torch.channels_last)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -107,7 +109,12 @@ def test_batchnorm_folding_is_the_same_function_and_the_bf16_form_is_kept_until_
     assert n_bn(model) == 54 and n_bn(folded) == 1            # the seed head's BN follows a pool
     with torch.no_grad():
         np.testing.assert_allclose(folded(x).numpy(), model(x).numpy(), atol=2e-4)
-    assert inference_form(model, "fp32") is model
+    fp32 = inference_form(model, "fp32")                     # what fp32 runs: folded, fp32
+    assert fp32 is inference_form(model, "fp32") and n_bn(fp32) == 1
+    assert next(fp32.parameters()).dtype == torch.float32
+    assert n_bn(clf.model) == 1 and clf.model._fer_video_form == "fp32"   # all the classifier keeps
+    with torch.no_grad():
+        np.testing.assert_allclose(fp32(x).numpy(), model(x).numpy(), atol=2e-4)
     form = inference_form(model, "bf16")
     assert form is inference_form(model, "bf16")               # made once
     assert next(form.parameters()).dtype == torch.bfloat16 and n_bn(form) == 1

@@ -73,6 +73,16 @@ def test_loss_falls_in_one_short_epoch(ckplus, tmp_path):
     val = subset.subset(np.arange(8))
     model, cfg = load_checkpoint(run / "best")   # afresh: _batch_loss ran it in train mode
     assert cfg.temperature > 0 and "calibration" in saved["metrics"]
+    # int8 ranges, measured on half the carve (4 images) and compared on the other half; the
+    # linear head is dequantised before its pooling, so no point named "head.conv"
+    from fer_video.int8 import int8_engine
+
+    if int8_engine() is not None:
+        q = saved["metrics"]["calibration"]["int8"]
+        assert (q["calibration_images"], q["compared_images"]) == (4, 4)
+        assert 0.0 <= q["top_class_agreement"] <= 1.0
+        assert saved["int8"]["images"] == 4 and "head.conv" not in saved["int8"]["points"]
+        assert len(saved["int8"]["points"]) == 1 + 1 + 16 * 4 + 4      # input, stem, blocks, downsamples
     probs = predict_probs(model, val.images, cfg, torch.device("cpu"), temperature=1.0)
     expected = float(F.nll_loss(torch.log(torch.as_tensor(probs)), torch.as_tensor(val.labels)))
     assert saved["metrics"]["val_loss"] == pytest.approx(expected, rel=1e-4)
