@@ -30,7 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def clip_accuracy(model: str | None, shared: Path, precision: str = "auto") -> tuple[int, int]:
+def clip_accuracy(model: str | None, shared: Path, precision: str = "auto",
+                  predictions: dict | None = None) -> tuple[int, int]:
+    """(right, scored) over the labelled clips; ``predictions`` gets {file: predicted class}."""
     import fer_video
     from fer_video.checkpoint import default_model_path, load_config
 
@@ -43,9 +45,13 @@ def clip_accuracy(model: str | None, shared: Path, precision: str = "auto") -> t
         scored += 1
         _, faces = fer_video.analyze(folder / r["file"], fps=5.0, precision=precision,
                                      **({"model": model} if model else {}))
+        pred = None
         if faces:
             face = max(faces, key=lambda f: f.n_frames)
-            correct += max(face.mean_probs, key=face.mean_probs.get) == r["label"]
+            pred = max(face.mean_probs, key=face.mean_probs.get)
+            correct += pred == r["label"]
+        if predictions is not None:
+            predictions[r["file"]] = pred
     return correct, scored
 
 
@@ -65,7 +71,8 @@ def score(model: str | None, shared: Path, clips: bool, precision: str = "auto")
                    "rafdb": (raf["ece"], raf.get("ece_uncalibrated")),
                    "ckplus": (ck["ece"], ck.get("ece_uncalibrated"))}}
     if clips:
-        row["clips"] = clip_accuracy(model, shared, precision)
+        row["clip_predictions"] = {}
+        row["clips"] = clip_accuracy(model, shared, precision, row["clip_predictions"])
     return row
 
 
@@ -97,6 +104,11 @@ def main() -> int:
         print(f"{label:<28}" + "".join(f"{r[key]:>{w}.4f}" if r[key] is not None else f"{'-':>{w}}" for r in rows))
     if not a.no_clips:
         print(f"{'labelled clips':<28}" + "".join(f"{'%d/%d' % tuple(r['clips']):>{w}}" for r in rows))
+        if len(rows) > 1:
+            first = rows[0]["clip_predictions"]
+            print(f"{'  same class as column 1':<28}" + "".join(
+                f"{'%d/%d' % (sum(r['clip_predictions'].get(f) == p for f, p in first.items()), len(first)):>{w}}"
+                for r in rows))
     for k in ("fer2013", "ferplus", "rafdb", "ckplus"):
         print(f"{'ECE ' + k + ' (uncal.)':<28}" + "".join(f"{ece(r['ece'][k]):>{w}}" for r in rows))
     print(f"{'temperature':<28}" + "".join(f"{r['temperature']:>{w}.3f}" for r in rows))

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""fp32 against bf16 on this CPU, for the shipped ResNet50 alone: training steps (autocast,
-as `fer-video train` runs them) and inference (``predict.predict_probs``, as analyze and
-evaluate run it), interleaved, median of ``--rounds``. Says whether the CPU has bf16 in
+"""fp32 against bf16 and int8 on this CPU, for the shipped ResNet50 alone: training steps
+(autocast, as `fer-video train` runs them; where oneDNN runs bf16) and inference
+(``predict.predict_probs``, as analyze and evaluate run it: fp32 on the BatchNorm-folded
+network and on the model itself, bf16, int8 where torch has the x86 quantized engine),
+interleaved, median of ``--rounds``. Says whether the CPU has bf16 in
 hardware (AVX512_BF16 or AMX: ``predict.bf16_native``) or oneDNN only emulates it, and what
 ``--precision auto`` and train's autocast pick here.
 
@@ -35,16 +37,18 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from fer_video.checkpoint import default_model_path, load_checkpoint
+    from fer_video.checkpoint import default_model_path, load_checkpoint, load_config
     from fer_video.predict import bf16_native, bf16_runs, predict_probs, resolve_precision
 
     path = a.model or default_model_path()
     print(f"torch {torch.__version__}, cpu capability {torch.backends.cpu.get_cpu_capability()}, "
           f"bf16 kernels {bf16_runs('cpu')}, bf16 in hardware {bf16_native('cpu')}, "
           f"--precision auto -> {resolve_precision('auto', 'cpu')}")
-    if not bf16_runs("cpu"):
-        print("oneDNN has no bf16 kernels on this CPU: nothing to compare")
-        return 0
+    from fer_video import predict
+    from fer_video.int8 import int8_engine
+
+    bf16 = bf16_runs("cpu")
+    int8 = int8_engine() is not None and bool((load_config(path).int8 or {}).get("points"))
     cpu = torch.device("cpu")
     model, config = load_checkpoint(path)
     model = model.to(memory_format=torch.channels_last)
@@ -68,26 +72,43 @@ def main() -> int:
             opt.step()
         return a.steps * len(x) / (time.perf_counter() - t)
 
-    def infer_ms(precision: str) -> float:
+    def infer_ms(precision: str, fold: bool = True) -> float:
         torch.set_num_threads(a.infer_threads)
         model.eval()
-        predict_probs(model, crops[:32], config, cpu, batch_size=32, precision=precision)
-        t = time.perf_counter()
-        predict_probs(model, crops, config, cpu, batch_size=32, precision=precision)
+        predict._FOLD_BN = fold
+        try:
+            predict_probs(model, crops[:32], config, cpu, batch_size=32, precision=precision)
+            t = time.perf_counter()
+            predict_probs(model, crops, config, cpu, batch_size=32, precision=precision)
+        finally:
+            predict._FOLD_BN = True
         return (time.perf_counter() - t) / len(crops) * 1000
 
-    res: dict[str, list[float]] = {k: [] for k in ("train fp32", "train bf16", "infer fp32", "infer bf16")}
+    arms = {"infer fp32 (folded)": lambda: infer_ms("fp32"), "infer fp32 (unfolded)": lambda: infer_ms("fp32", False)}
+    if bf16:
+        arms = {"train fp32": lambda: train_rate(False), "train bf16": lambda: train_rate(True), **arms,
+                "infer bf16": lambda: infer_ms("bf16")}
+    if int8:
+        arms["infer int8"] = lambda: infer_ms("int8")
+    res: dict[str, list[float]] = {k: [] for k in arms}
     for _ in range(a.rounds):
-        res["train fp32"].append(train_rate(False))
-        res["train bf16"].append(train_rate(True))
-        res["infer fp32"].append(infer_ms("fp32"))
-        res["infer bf16"].append(infer_ms("bf16"))
-    tf, tb = statistics.median(res["train fp32"]), statistics.median(res["train bf16"])
-    i32, i16 = statistics.median(res["infer fp32"]), statistics.median(res["infer bf16"])
-    print(f"training, batch 64, {a.train_threads} thread(s): fp32 {tf:.1f} img/s, bf16 autocast "
-          f"{tb:.1f} img/s (bf16/fp32 {tb / tf:.2f}x) - median of {a.rounds}")
-    print(f"inference, batch 32, {a.infer_threads} thread(s): fp32 {i32:.1f} ms/crop, bf16 {i16:.1f} "
-          f"ms/crop (bf16/fp32 time {i16 / i32:.2f}x) - median of {a.rounds}")
+        for k, f in arms.items():
+            res[k].append(f())
+    med = {k: statistics.median(v) for k, v in res.items()}
+    if bf16:
+        tf, tb = med["train fp32"], med["train bf16"]
+        print(f"training, batch 64, {a.train_threads} thread(s): fp32 {tf:.1f} img/s, bf16 autocast "
+              f"{tb:.1f} img/s (bf16/fp32 {tb / tf:.2f}x) - median of {a.rounds}")
+    else:
+        print("oneDNN has no bf16 kernels on this CPU: no bf16 rows")
+    ref = med["infer fp32 (folded)"]
+    print(f"inference, batch 32, {a.infer_threads} thread(s), ms/crop (time against fp32 folded, "
+          f"analyze's fp32), median of {a.rounds}:")
+    for k, v in med.items():
+        if k.startswith("infer"):
+            print(f"  {k[6:]:16s} {v:6.2f} ms/crop  ({v / ref:.2f}x)")
+    if not int8:
+        print("  int8: not run (no x86 quantized engine, or the checkpoint has no int8 ranges)")
     return 0
 
 

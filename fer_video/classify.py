@@ -196,7 +196,10 @@ class EmotionClassifier:
         return self.predict_crops([self.crop(image, b) for b in boxes])
 
     def info(self) -> dict[str, Any]:
-        """What the report JSON records about the model."""
+        """What the report JSON records about the model (``temperature``: the one its
+        probabilities were computed at, ``predict.temperature_for`` its precision)."""
+        from .predict import temperature_for
+
         c = self.config
         return {
             "name": self.weights_path.stem,
@@ -212,7 +215,7 @@ class EmotionClassifier:
             "tta": self.tta,
             "precision": self.precision,
             "alignment": c.alignment,
-            "temperature": c.temperature,
+            "temperature": temperature_for(c, self.precision),
             "version": c.version,
             "data": c.data,
             "metrics": c.metrics,

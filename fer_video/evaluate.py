@@ -16,7 +16,7 @@ from .atomic import atomic_write_text
 from .checkpoint import checkpoint_paths, default_model_path, file_sha256, load_checkpoint
 from .data import FaceDataset, group_kfold, grouped_split, load_dataset
 from .errors import SetupError, UsageError
-from .predict import resolve_precision
+from .predict import resolve_precision, temperature_for
 from .train import (TrainArgs, carve_run_data, confusion_matrix, expected_calibration_error,
                     metrics_from_confusion, pick_device, predict_logits, predict_probs, prepare_dataset,
                     probs_from_logits, train)
@@ -120,14 +120,15 @@ def evaluate_model(model_path: str | None, data_path: str, split: str = "test", 
     if split != "val":              # the val carve comes prepared; other splits in the model's frame
         data = prepare_dataset(data, config)
     logits = predict_logits(model, data.images, config, dev, batch_size=batch_size, tta=tta, precision=precision)
-    probs = probs_from_logits(logits, config.temperature)
+    temperature = temperature_for(config, precision)
+    probs = probs_from_logits(logits, temperature)
     result = {"model": path, "model_sha256": file_sha256(path), "data": str(data_path), "split": split,
-              "tta": tta, "tta_flip": tta == "flip", "precision": precision, "temperature": config.temperature,
+              "tta": tta, "tta_flip": tta == "flip", "precision": precision, "temperature": temperature,
               **evaluate_probs(probs, data, config.classes)}
     result["probabilities"] = {"classes": list(config.classes), "labels": [data.classes[i] for i in data.labels],
                                "probs": probs}
     # The same probabilities before calibration, for the ECE before/after table.
-    if config.temperature != 1.0:
+    if temperature != 1.0:
         raw = probs_from_logits(logits, 1.0)
         result["ece_uncalibrated"] = evaluate_probs(raw, data, config.classes)["ece"]
     else:

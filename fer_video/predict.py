@@ -237,6 +237,17 @@ def predict_logits(model: torch.nn.Module, images: np.ndarray, config: ModelConf
     return np.zeros((n_views, 0, len(config.classes)))
 
 
+def temperature_for(config: ModelConfig, precision: str = "fp32") -> float:
+    """The calibrated temperature of ``precision``'s logits: ``config.int8["temperature"]``
+    for int8 (fitted on int8's own logits: rounding makes them a little less sharp, and the
+    fp32 temperature then over-corrects), else ``config.temperature``."""
+    if precision == "int8":
+        t = (config.int8 or {}).get("temperature")
+        if t:
+            return float(t)
+    return float(config.temperature)
+
+
 def probs_from_logits(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """Mean over views (axis 0) of softmax(logits / temperature), float64, each row
     renormalised to sum to exactly 1."""
@@ -251,9 +262,9 @@ def predict_probs(model: torch.nn.Module, images: np.ndarray, config: ModelConfi
                   batch_size: int = 256, tta: str = "none", temperature: float | None = None,
                   precision: str = "fp32") -> np.ndarray:
     """Softmax probabilities (N x C, float64) for uint8 face crops already at any size, at the
-    checkpoint's calibrated temperature (``config.temperature``, or ``temperature``); with
-    ``tta``, the mean of the softmax outputs over ``tta_views``."""
-    t = config.temperature if temperature is None else temperature
+    checkpoint's calibrated temperature for ``precision`` (:func:`temperature_for`, or
+    ``temperature``); with ``tta``, the mean of the softmax outputs over ``tta_views``."""
+    t = temperature_for(config, precision) if temperature is None else temperature
     return probs_from_logits(predict_logits(model, images, config, device, batch_size, tta, precision), t)
 
 

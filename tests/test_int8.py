@@ -52,6 +52,8 @@ def test_int8_runs_in_int8_and_keeps_fp32s_top_class_on_real_clips(crops):
     fp32 = EmotionClassifier(device="cpu", precision="fp32")
     int8 = EmotionClassifier(device="cpu", precision="int8")
     assert int8.info()["precision"] == "int8"
+    # int8's own calibrated temperature, recorded with the report's model
+    assert int8.info()["temperature"] == int8.config.int8["temperature"] != fp32.info()["temperature"]
     convs = [m for m in int8.model.modules() if isinstance(m, QConv)]
     assert len(convs) == 54                                  # 53 of the trunk + the seed head's
     assert not any(isinstance(m, torch.nn.Conv2d) for m in int8.model.modules())
@@ -70,6 +72,8 @@ def test_the_shipped_checkpoint_carries_its_int8_ranges_and_how_they_compare():
     assert config.int8["images"] == 1024 and len(config.int8["points"]) == 71
     assert all(s > 0 and 0 <= z <= 127 for s, z in config.int8["points"].values())   # 7-bit quint8
     q = config.metrics["calibration"]["int8"]
+    assert q["temperature"] == config.int8["temperature"] and 0.5 < q["temperature"] < 2
+    assert q["ece_after"] < q["ece_before"]                  # on the validation carve it was fitted on
     assert q["compared_images"] == config.data["val_images"] - 1024
     assert q["top_class_agreement"] > 0.95
     assert abs(q["accuracy_int8"] - q["accuracy_fp32"]) < 0.01

@@ -81,6 +81,7 @@ def test_loss_falls_in_one_short_epoch(ckplus, tmp_path):
         q = saved["metrics"]["calibration"]["int8"]
         assert (q["calibration_images"], q["compared_images"]) == (4, 4)
         assert 0.0 <= q["top_class_agreement"] <= 1.0
+        assert saved["int8"]["temperature"] == q["temperature"] > 0
         assert saved["int8"]["images"] == 4 and "head.conv" not in saved["int8"]["points"]
         assert len(saved["int8"]["points"]) == 1 + 1 + 16 * 4 + 4      # input, stem, blocks, downsamples
     probs = predict_probs(model, val.images, cfg, torch.device("cpu"), temperature=1.0)
