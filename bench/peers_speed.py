@@ -40,6 +40,7 @@ measure), and fer-video's whole process against theirs.
     python bench/peers_speed.py                              # the three benchmark clips
     python bench/peers_speed.py --fer-python /work/fer-venv/bin/python --rounds 3 --json run.json
     python bench/peers_speed.py --from-json run.json          # print a saved run again
+    python bench/peers_speed.py --fer-python ... --precision fp32 int8   # two fer-video arms
 """
 from __future__ import annotations
 
@@ -90,9 +91,14 @@ def timed(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> d
                 "stderr": err.read().decode(errors="replace")}
 
 
-def fer_video_run(clip: Path, fps: float, out: Path) -> dict:
+def fv_arm(precision: str) -> str:
+    """The results key of fer-video run at ``--precision`` (auto: plain "fer-video")."""
+    return "fer-video" if precision == "auto" else f"fer-video {precision}"
+
+
+def fer_video_run(clip: Path, fps: float, out: Path, precision: str = "auto") -> dict:
     r = timed([str(REPO / ".venv" / "bin" / "fer-video"), "analyze", str(clip), "--fps", str(fps), "--out", str(out),
-               "--overwrite", "--quiet"])
+               "--overwrite", "--quiet", *(["--precision", precision] if precision != "auto" else [])])
     report = json.loads((out / clip.stem / f"{clip.stem}.json").read_text())
     r.update(in_pipeline_s=report["wall_s"], stages=report.get("timings_s", {}), duration_s=report["input"]["duration_s"])
     return r
@@ -125,28 +131,32 @@ def report(results: dict, clips: list[str], rounds: int, fps: float) -> None:
     """Print the per-clip figures of a run (``results``: as ``--json`` saves them)."""
     for name in clips:
         res = results[name]
-        dur = res["fer-video"][0]["duration_s"]
         med = lambda rows, k: statistics.median(r[k] for r in rows)  # noqa: E731
-        fv_wall = med(res["fer-video"], "wall_s")
-        fv_whole, fv_pipe = dur / fv_wall, dur / med(res["fer-video"], "in_pipeline_s")
+        arms = [k for k in res if k.startswith("fer-video") and res[k]]
+        dur = res[arms[0]][0]["duration_s"]
         print(f"\n{name} ({dur:.1f} s, --fps {fps:g}, median of {rounds})")
-        print(f"  fer-video whole process {fv_whole:.2f}x realtime ({fv_wall:.2f} s, "
-              f"CPU {med(res['fer-video'], 'cpu_s'):.2f} s, peak RSS {med(res['fer-video'], 'peak_rss_mib'):.0f} MiB)")
-        print(f"  fer-video in-pipeline   {fv_pipe:.2f}x realtime; stage busy s: "
-              + ", ".join(f"{k} {statistics.median(r['stages'].get(k, 0) for r in res['fer-video']):.2f}"
-                          for k in res["fer-video"][0]["stages"]))
+        for arm in arms:
+            fv_wall = med(res[arm], "wall_s")
+            fv_whole, fv_pipe = dur / fv_wall, dur / med(res[arm], "in_pipeline_s")
+            print(f"  {arm + ' whole process':<23} {fv_whole:.2f}x realtime ({fv_wall:.2f} s, "
+                  f"CPU {med(res[arm], 'cpu_s'):.2f} s, peak RSS {med(res[arm], 'peak_rss_mib'):.0f} MiB)")
+            print(f"  {arm + ' in-pipeline':<23} {fv_pipe:.2f}x realtime; stage busy s: "
+                  + ", ".join(f"{k} {statistics.median(r['stages'].get(k, 0) for r in res[arm]):.2f}"
+                              for k in res[arm][0]["stages"]))
         for peer in ("fer Haar", "fer MTCNN"):
             ok = [r for r in res.get(peer, []) if r.get("in_process_s")]
             if not ok:
                 continue
             x = dur / med(ok, "in_process_s")
-            print(f"  {peer:<23} {x:.2f}x realtime (in-process analyze only); fer-video/{peer}: "
-                  f"whole {fv_whole / x:.2f}, in-pipeline {fv_pipe / x:.2f}")
-            # the same script's whole process (its imports, tensorflow's included, and model
-            # load counted), as fer-video's whole process is: what a user running it sees
-            print(f"  {'':<23} its whole process {med(ok, 'wall_s'):.2f} s (CPU {med(ok, 'cpu_s'):.2f} s, "
-                  f"peak RSS {med(ok, 'peak_rss_mib'):.0f} MiB); fer-video's whole process is "
-                  f"{med(ok, 'wall_s') / fv_wall:.2f}x as fast")
+            print(f"  {peer:<23} {x:.2f}x realtime (in-process analyze only); its whole process "
+                  f"{med(ok, 'wall_s'):.2f} s (CPU {med(ok, 'cpu_s'):.2f} s, peak RSS {med(ok, 'peak_rss_mib'):.0f} MiB)")
+            for arm in arms:
+                fv_wall = med(res[arm], "wall_s")
+                fv_whole, fv_pipe = dur / fv_wall, dur / med(res[arm], "in_pipeline_s")
+                # its whole process (imports, tensorflow's included, and model load counted)
+                # against fer-video's: what a user running each sees
+                print(f"  {'':<23} {arm}/{peer}: whole {fv_whole / x:.2f}, in-pipeline {fv_pipe / x:.2f}; "
+                      f"whole process against whole process {med(ok, 'wall_s') / fv_wall:.2f}x as fast")
         per_frame = res.get("detectors_s_per_frame")
         if per_frame:
             print("  detection alone, s/frame (1 thread, same frames): "
@@ -159,13 +169,16 @@ def main() -> int:
     ap.add_argument("--fps", type=float, default=5.0)
     ap.add_argument("--fer-python", help="a Python whose environment has the `fer` package")
     ap.add_argument("--clips", nargs="+", default=CLIPS)
+    ap.add_argument("--precision", nargs="+", default=["auto"],
+                    help="fer-video's --precision; several: one fer-video arm each, interleaved (default: auto)")
     ap.add_argument("--json", type=Path, help="also save every run's figures here")
     ap.add_argument("--from-json", type=Path, help="print a saved run (--json) again; runs nothing")
     a = ap.parse_args()
     if a.from_json:
         saved = json.loads(a.from_json.read_text())
         clips = [c for c in a.clips if c in saved] or list(saved)
-        report(saved, clips, len(saved[clips[0]]["fer-video"]), a.fps)
+        first = next(k for k in saved[clips[0]] if k.startswith("fer-video"))
+        report(saved, clips, len(saved[clips[0]][first]), a.fps)
         return 0
     load0 = os.getloadavg()[0]
     results: dict = {}
@@ -173,8 +186,9 @@ def main() -> int:
     for rnd in range(a.rounds):
         for name in a.clips:
             clip = SHARED / "videos" / name
-            res = results.setdefault(name, {"fer-video": [], "fer Haar": [], "fer MTCNN": []})
-            res["fer-video"].append(fer_video_run(clip, a.fps, tmp / "fv"))
+            res = results.setdefault(name, {**{fv_arm(p): [] for p in a.precision}, "fer Haar": [], "fer MTCNN": []})
+            for p in a.precision:
+                res[fv_arm(p)].append(fer_video_run(clip, a.fps, tmp / "fv", p))
             if a.fer_python:
                 from fer_video.decode import probe
 

@@ -83,9 +83,10 @@ def resolve_precision(precision: str = "auto", device: str | torch.device = "cpu
 # that convolution's weights and bias, the weights stored in bf16 once: under autocast each
 # forward re-cast 25M fp32 weights (copy_: 9% of a batch's time) and ran 54 BatchNorms (11%).
 # ResNet50, 48 px, batch 32, one thread, this 2-core machine: 6.6 -> 5.3 ms per crop (same
-# process, 256 crops, session 12). fp32 runs the folded copy too: on a 2-core Ice Lake Xeon
-# (no bf16 in hardware) 20.4 -> 16.6 ms per crop (same settings, session 18). The A/B switch
-# of bench/fold_ab.py.
+# process, 256 crops, session 12). fp32 runs the folded copy too, the same function (logits
+# within 8e-6 on 4,085 validation images): on a 2-core Ice Lake Xeon (no bf16 in hardware)
+# 22.8 -> 21.6 ms per crop, median of 3 (bench/arith_speed.py), 20.4 -> 16.6 best of 3 in a
+# probe (session 18). The A/B switch of bench/fold_ab.py and bench/arith_speed.py.
 _FOLD_BN = True
 _FORMS: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
 _FORMS_LOCK = threading.Lock()

@@ -146,3 +146,32 @@ def test_evaluate_cli_val_split_with_tta(kept_run):
     cv = _cli("evaluate", "--data", args.data, "--folds", "2", "--tta", "flip", "--out", str(run.parent / "cv"))
     assert cv.returncode == 2 and len(cv.stderr.strip().splitlines()) == 1, cv.stderr
     assert "not to --folds" in cv.stderr and not (run.parent / "cv").exists()
+
+
+def test_calibrate_cli_measures_int8_ranges_that_evaluate_then_runs_on(kept_run, shared_dir, tmp_path):
+    """`fer-video calibrate` on a copy of a real run's epoch: the temperature and the int8
+    ranges land in its JSON, and `evaluate --precision int8` runs on them."""
+    import re
+    import shutil
+
+    from fer_video.int8 import int8_engine
+
+    run, args = kept_run
+    for ext in ("safetensors", "json"):
+        shutil.copy(run / f"epoch_001.{ext}", tmp_path / f"e1.{ext}")
+    r = _cli("calibrate", "--model", str(tmp_path / "e1.safetensors"), "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    saved = json.loads((tmp_path / "e1.json").read_text())
+    n_val = len(carve_run_data(args)[1])
+    assert re.search(rf"^temperature [0-9.]+ on {n_val} validation images: ECE ", r.stdout, re.M)
+    assert saved["temperature"] == pytest.approx(saved["metrics"]["calibration"]["temperature"])
+    if int8_engine() is None:
+        assert "int8" not in r.stdout and not saved["int8"]
+        return
+    half = n_val // 2
+    assert f"int8 ranges from {half} images" in r.stdout and f"of the other {n_val - half} " in r.stdout
+    assert saved["int8"]["images"] == half and len(saved["int8"]["points"]) == 71
+    e = _cli("evaluate", "--model", str(tmp_path / "e1.safetensors"), "--data", args.data, "--device", "cpu",
+             "--precision", "int8")
+    assert e.returncode == 0, e.stderr
+    assert "precision: int8" in e.stdout and re.search(r"^accuracy: [0-9.]+$", e.stdout, re.M)
