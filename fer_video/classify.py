@@ -131,10 +131,14 @@ class EmotionClassifier:
 
             weights = self.weights_path
             try:
-                # bf16: the file's fp16 tensors go straight into the folded bf16 network
-                # (the same bits as by way of fp32, which holds every fp16 value exactly)
+                # The file's fp16 tensors go straight into the folded network (fp32, bf16,
+                # or fp32 on the way to int8): the same bits as by way of an fp32 copy,
+                # which holds every fp16 value exactly, and 50 MB less at the peak. Only
+                # fp32 without folding (bench/fold_ab.py's switch) runs the loaded network.
+                from . import predict
+
                 model = _load_network(weights, self.config, self.device,
-                                      as_float32=self.precision != "bf16")
+                                      as_float32=self.precision == "fp32" and not predict._FOLD_BN)
             except SetupError:
                 raise
             except (ValueError, KeyError, TypeError, RuntimeError, OSError) as exc:
