@@ -119,7 +119,12 @@ def evaluate_model(model_path: str | None, data_path: str, split: str = "test", 
             split = "all"
     if split != "val":              # the val carve comes prepared; other splits in the model's frame
         data = prepare_dataset(data, config)
-    logits = predict_logits(model, data.images, config, dev, batch_size=batch_size, tta=tta, precision=precision)
+    from .int8 import Int8Unavailable
+
+    try:
+        logits = predict_logits(model, data.images, config, dev, batch_size=batch_size, tta=tta, precision=precision)
+    except Int8Unavailable as exc:
+        raise SetupError(str(exc)) from None
     temperature = temperature_for(config, precision)
     probs = probs_from_logits(logits, temperature)
     result = {"model": path, "model_sha256": file_sha256(path), "data": str(data_path), "split": split,

@@ -1,15 +1,17 @@
 """The classifier in int8: weights per output channel, activations per tensor, on x86 CPUs.
 
 Where a CPU has no bfloat16 in hardware, fp32 is the fastest float arithmetic, and the
-ResNet50 costs ~20 ms a 48-px crop there (2-core Ice Lake Xeon, one thread, batch 32;
-session 18). In int8 (FBGEMM's x86 kernels, VNNI where the CPU has it) the same network
-takes ~4.5 ms. Its top class agreed with fp32's on 97.8% of 1,024 validation images and its
-validation accuracy was level (0.698 against 0.693; bench/int8_ab.py and docs/benchmarks.md
-have the measured figures on every test split).
+ResNet50 costs ~22 ms a 48-px crop there (2-core Ice Lake Xeon, one thread, batch 32,
+median of 3; session 18). In int8 (FBGEMM's x86 kernels, VNNI where the CPU has it) the same
+network takes ~5.8 ms (``bench/arith_speed.py``). On the shipped model's validation images
+that the ranges were not measured on, its top class was fp32's on 98.2% of 3,061, accuracy
+0.7092 against 0.7086; docs/benchmarks.md has every test split, where accuracy held and
+CK+'s calibration error did not (0.055 against 0.045), so ``auto`` does not take int8.
 
 What int8 rounds, and where (the x86 recipe of ``torch.ao.quantization``'s
 ``get_default_qconfig("x86")``, written out so that building the network costs no graph
-tracing: ~0.2 s against ~1.8 s for ``prepare_fx`` + ``convert_fx``):
+tracing: ~0.6 s against ~1.8 s for ``prepare_fx`` + ``convert_fx``, most of it FBGEMM's
+weight packing):
 
 - every convolution of the trunk and the seed head's convolution, after each BatchNorm is
   folded into it (``predict.fold_batchnorm``), with a following ReLU fused: weights qint8,
@@ -18,7 +20,8 @@ tracing: ~0.2 s against ~1.8 s for ``prepare_fx`` + ``convert_fx``):
   scale and zero point per tensor, over 7 bits (``reduce_range``, for CPUs without VNNI).
   These activation ranges are *calibrated*: measured once with torch's ``HistogramObserver``
   on the checkpoint's validation carve (``fer-video calibrate``; ``train`` does it at the
-  end) and stored in the checkpoint's JSON (``ModelConfig.int8``), like the temperature;
+  end) and stored in the checkpoint's JSON (``ModelConfig.int8``) with a temperature fitted
+  on int8's own logits (``predict.temperature_for``);
 - what follows the trunk's last rounding stays in fp32: the seed head's max-pool output is
   dequantised before its BatchNorm and Linear (the linear head: before its pooling).
 
@@ -230,7 +233,12 @@ def int8_network(folded: nn.Module, config: ModelConfig) -> Int8Net:
     if missing:
         raise Int8Unavailable(f"this checkpoint's int8 ranges lack {len(missing)} points (first: {missing[0]}); "
                               "run `fer-video calibrate --model MODEL` again")
-    for name, parent, attr, relu in targets:
-        conv = parent._modules[attr]
-        parent._modules[attr] = QConv(conv, relu, *points[name])
+    try:
+        for name, parent, attr, relu in targets:
+            conv = parent._modules[attr]
+            parent._modules[attr] = QConv(conv, relu, *points[name])
+    except (RuntimeError, AttributeError, NotImplementedError) as exc:
+        # a torch whose quantized tensors or kernels are gone (deprecated in 2.14)
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise Int8Unavailable(f"this torch cannot build the int8 network ({first}); use fp32 or auto") from None
     return Int8Net(net, points).eval()

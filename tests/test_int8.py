@@ -106,3 +106,21 @@ def test_int8_is_cpu_only_and_needs_ranges(model_path, samples, tmp_path):
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1 and "has no int8 activation ranges" in lines[0] and "fer-video calibrate" in lines[0]
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").rglob("*.json"))
+
+
+@needs_engine
+def test_a_torch_without_quantized_tensors_is_a_one_line_setup_error(monkeypatch):
+    """torch 2.14 deprecates quantized tensors (pytorch/pytorch#184982): where a later torch
+    has removed them, int8 says so in one line instead of a traceback."""
+    from fer_video.errors import SetupError
+
+    def gone(*a, **k):
+        raise RuntimeError("quantized tensors were removed\nsecond line")
+
+    monkeypatch.setattr(torch, "quantize_per_channel", gone)
+    clf = EmotionClassifier(device="cpu", precision="int8", lazy=True)
+    with pytest.raises(SetupError) as e:
+        clf.load()
+    assert str(e.value) == ("precision int8: this torch cannot build the int8 network "
+                            "(quantized tensors were removed); use fp32 or auto")
+    assert e.value.exit_code == 3
