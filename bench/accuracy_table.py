@@ -16,6 +16,7 @@ Rows (each a test split; nothing here chooses a model or a setting):
     python bench/accuracy_table.py                                  # the shipped model
     python bench/accuracy_table.py --model old.safetensors --model new.safetensors
     python bench/accuracy_table.py --model new.safetensors --no-clips --json table.json
+    python bench/accuracy_table.py --precision fp32 int8 --tta none flip   # 4 columns
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 
 def clip_accuracy(model: str | None, shared: Path, precision: str = "auto",
-                  predictions: dict | None = None) -> tuple[int, int]:
+                  predictions: dict | None = None, tta: str = "none") -> tuple[int, int]:
     """(right, scored) over the labelled clips; ``predictions`` gets {file: predicted class}."""
     import fer_video
     from fer_video.checkpoint import default_model_path, load_config
@@ -43,7 +44,7 @@ def clip_accuracy(model: str | None, shared: Path, precision: str = "auto",
         if r["label"] not in classes:
             continue
         scored += 1
-        _, faces = fer_video.analyze(folder / r["file"], fps=5.0, precision=precision,
+        _, faces = fer_video.analyze(folder / r["file"], fps=5.0, precision=precision, tta=tta,
                                      **({"model": model} if model else {}))
         pred = None
         if faces:
@@ -55,14 +56,14 @@ def clip_accuracy(model: str | None, shared: Path, precision: str = "auto",
     return correct, scored
 
 
-def score(model: str | None, shared: Path, clips: bool, precision: str = "auto") -> dict:
+def score(model: str | None, shared: Path, clips: bool, precision: str = "auto", tta: str = "none") -> dict:
     from fer_video.evaluate import evaluate_model
 
     d = shared / "datasets"
-    fer = evaluate_model(model, str(d / "fer2013"), split="test", precision=precision)
-    raf = evaluate_model(model, str(d / "rafdb"), split="test", precision=precision)
-    ck = evaluate_model(model, str(d / "ckplus48"), split="test", precision=precision)
-    row = {"model": fer["model"], "precision": fer["precision"], "temperature": fer["temperature"],
+    fer = evaluate_model(model, str(d / "fer2013"), split="test", precision=precision, tta=tta)
+    raf = evaluate_model(model, str(d / "rafdb"), split="test", precision=precision, tta=tta)
+    ck = evaluate_model(model, str(d / "ckplus48"), split="test", precision=precision, tta=tta)
+    row = {"model": fer["model"], "precision": fer["precision"], "tta": tta, "temperature": fer["temperature"],
            "fer2013_full": fer["accuracy"], "fer2013_clean": fer["clean_accuracy"],
            "ferplus_test": fer.get("ferplus_accuracy"), "ferplus_n": fer.get("ferplus_n"),
            "rafdb_test": raf["accuracy"], "ckplus_zero_shot": ck["accuracy"],
@@ -72,7 +73,7 @@ def score(model: str | None, shared: Path, clips: bool, precision: str = "auto")
                    "ckplus": (ck["ece"], ck.get("ece_uncalibrated"))}}
     if clips:
         row["clip_predictions"] = {}
-        row["clips"] = clip_accuracy(model, shared, precision, row["clip_predictions"])
+        row["clips"] = clip_accuracy(model, shared, precision, row["clip_predictions"], tta)
     return row
 
 
@@ -81,12 +82,15 @@ def main() -> int:
     ap.add_argument("--model", action="append", help="checkpoint (repeat to compare; default: the shipped model)")
     ap.add_argument("--no-clips", action="store_true", help="skip the labelled clips (the slowest row)")
     ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument("--tta", nargs="+", default=["none"], choices=["none", "flip", "tencrop"],
+                    help="test-time augmentation, as analyze's --tta; several: one column each")
     ap.add_argument("--precision", nargs="+", default=["auto"], choices=["auto", "fp32", "bf16", "int8"],
                     help="the classifier's arithmetic; several: one column per model and precision "
                          "(default: auto, as analyze and evaluate)")
     ap.add_argument("--shared", default=os.environ.get("FER_VIDEO_SHARED", str(REPO.parent / "shared")))
     a = ap.parse_args()
-    rows = [score(m, Path(a.shared), not a.no_clips, p) for m in (a.model or [None]) for p in a.precision]
+    rows = [score(m, Path(a.shared), not a.no_clips, p, t) for m in (a.model or [None]) for p in a.precision
+            for t in a.tta]
 
     def ece(pair) -> str:
         v, raw = pair
@@ -94,7 +98,8 @@ def main() -> int:
             return "-"
         return f"{v:.4f}" + (f" ({raw:.4f})" if raw is not None else "")
 
-    names = [Path(r["model"]).name + (f" {r['precision']}" if len(a.precision) > 1 else "") for r in rows]
+    names = [Path(r["model"]).name + (f" {r['precision']}" if len(a.precision) > 1 else "")
+             + (f" tta {r['tta']}" if len(a.tta) > 1 else "") for r in rows]
     w = max(22, *(len(n) + 2 for n in names))
     print(f"{'':<28}" + "".join(f"{n:>{w}}" for n in names))
     lines = [("FER2013 test, clean", "fer2013_clean"), ("FER2013 test, full", "fer2013_full"),

@@ -90,7 +90,7 @@ def checkpoint_val_split(config, data_path: str | None) -> FaceDataset:
     return val
 
 
-def evaluate_model(model_path: str | None, data_path: str, split: str = "test", device: str = "auto",
+def evaluate_model(model_path: str | None, data_path: str | None, split: str = "test", device: str = "auto",
                    tta: str = "none", batch_size: int = 256, precision: str = "auto") -> dict:
     """Evaluate a checkpoint on ``split`` ("test", "train", "all", or "val": the checkpoint's
     own validation carve) of a dataset. FER2013's test split also gets ``clean_accuracy``
@@ -127,7 +127,10 @@ def evaluate_model(model_path: str | None, data_path: str, split: str = "test", 
         raise SetupError(str(exc)) from None
     temperature = temperature_for(config, precision)
     probs = probs_from_logits(logits, temperature)
-    result = {"model": path, "model_sha256": file_sha256(path), "data": str(data_path), "split": split,
+    recipe_data = config.recipe.get("data") or []
+    shown = str(data_path) if data_path is not None else \
+        (recipe_data if isinstance(recipe_data, str) else " + ".join(map(str, recipe_data)))
+    result = {"model": path, "model_sha256": file_sha256(path), "data": shown, "split": split,
               "tta": tta, "tta_flip": tta == "flip", "precision": precision, "temperature": temperature,
               **evaluate_probs(probs, data, config.classes)}
     result["probabilities"] = {"classes": list(config.classes), "labels": [data.classes[i] for i in data.labels],
@@ -138,8 +141,9 @@ def evaluate_model(model_path: str | None, data_path: str, split: str = "test", 
         result["ece_uncalibrated"] = evaluate_probs(raw, data, config.classes)["ece"]
     else:
         raw = probs
-    fer_folder = Path(data_path) if Path(data_path).is_dir() else Path(data_path).parent
-    if split in ("test", "train") and "ferplus_majority" not in data.extra and (fer_folder / "ferplus.npz").is_file() \
+    fer_folder = Path(data_path or ".")
+    fer_folder = fer_folder if fer_folder.is_dir() else fer_folder.parent
+    if data_path is not None and split in ("test", "train") and "ferplus_majority" not in data.extra and (fer_folder / "ferplus.npz").is_file() \
             and (fer_folder / f"{split}.npz").is_file():
         from .data import ferplus_majority, ferplus_votes
 

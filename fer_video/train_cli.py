@@ -102,6 +102,9 @@ def _run_evaluate(ns: argparse.Namespace) -> int:
     if ns.folds and (ns.tta != "none" or ns.tta_flip or ns.split != "test"):
         raise UsageError("--tta and --split apply to scoring one checkpoint, not to --folds "
                          "(each fold scores its held-out subjects without test-time augmentation)")
+    if not ns.data and (ns.folds or ns.split != "val"):
+        raise UsageError("--data is required (with --split val it may be left out: the checkpoint's "
+                         "validation carve of the sources its recipe names)")
     if ns.folds:
         args = _train_args(ns, ns.out or "runs/cv")
         if ns.model and args.weights == "none":
@@ -219,5 +222,5 @@ def register(subparsers) -> None:
                         "bfloat16, else fp32; int8 needs a calibrated checkpoint (default: %(default)s)")
     e.add_argument("--folds", type=int, default=0,
                    help="K: subject-grouped K-fold cross-validation of the training recipe below")
-    _add_recipe_args(e, require_data=True)
+    _add_recipe_args(e, require_data=False)     # checked in _run_evaluate: --split val may omit it
     e.set_defaults(func=_run_evaluate)

@@ -146,6 +146,15 @@ def test_evaluate_cli_val_split_with_tta(kept_run):
     cv = _cli("evaluate", "--data", args.data, "--folds", "2", "--tta", "flip", "--out", str(run.parent / "cv"))
     assert cv.returncode == 2 and len(cv.stderr.strip().splitlines()) == 1, cv.stderr
     assert "not to --folds" in cv.stderr and not (run.parent / "cv").exists()
+    # --split val without --data: the carve of the sources the recipe names, the same images
+    own = _cli("evaluate", "--model", str(run / "best.safetensors"), "--split", "val", "--tta", "tencrop")
+    assert own.returncode == 0, own.stderr
+    assert f"data: {args.data} (val, " in own.stdout
+    assert [ln for ln in own.stdout.splitlines() if ln.startswith("accuracy: ")] == \
+        [ln for ln in r.stdout.splitlines() if ln.startswith("accuracy: ")]
+    missing = _cli("evaluate", "--model", str(run / "best.safetensors"))
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+    assert "--data is required" in missing.stderr
 
 
 def test_calibrate_cli_measures_int8_ranges_that_evaluate_then_runs_on(kept_run, shared_dir, tmp_path):
