@@ -141,10 +141,9 @@ def evaluate_model(model_path: str | None, data_path: str | None, split: str = "
         result["ece_uncalibrated"] = evaluate_probs(raw, data, config.classes)["ece"]
     else:
         raw = probs
-    fer_folder = Path(data_path or ".")
-    fer_folder = fer_folder if fer_folder.is_dir() else fer_folder.parent
-    if data_path is not None and split in ("test", "train") and "ferplus_majority" not in data.extra and (fer_folder / "ferplus.npz").is_file() \
-            and (fer_folder / f"{split}.npz").is_file():
+    fer_folder = None if data_path is None else Path(data_path) if Path(data_path).is_dir() else Path(data_path).parent
+    if fer_folder is not None and split in ("test", "train") and "ferplus_majority" not in data.extra \
+            and (fer_folder / "ferplus.npz").is_file() and (fer_folder / f"{split}.npz").is_file():
         from .data import ferplus_majority, ferplus_votes
 
         votes = ferplus_votes(fer_folder, split, len(data))

@@ -64,10 +64,6 @@ def require_ranges(config: ModelConfig, weights) -> None:
                               f"`fer-video calibrate --model {weights}` to measure them, or use fp32)")
 
 
-def _relu(x: torch.Tensor) -> torch.Tensor:
-    return torch.relu(x)
-
-
 def run_points(net: nn.Module, x: torch.Tensor, ops) -> torch.Tensor:
     """The forward pass of a BatchNorm-folded ``EmotionNet`` (``predict.fold_batchnorm``),
     naming each point where int8 rounds: ``ops.quant(name, x)``, ``ops.conv(name, conv, x,
@@ -115,10 +111,10 @@ class _FloatOps:
 
     def conv(self, name, conv, x, relu):
         y = conv(x)
-        return self._see(name, _relu(y) if relu else y)
+        return self._see(name, torch.relu(y) if relu else y)
 
     def add_relu(self, name, a, b):
-        return self._see(name, _relu(a + b))
+        return self._see(name, torch.relu(a + b))
 
     def dequant(self, x):
         return x
