@@ -7,7 +7,7 @@ argmax of that face's mean probabilities. Clips whose label the model lacks (MEA
 contempt for a 7-class FER model) are listed but not scored. These clips are a test set:
 never pick a model or a setting on them.
 
-    python bench/labelled_videos.py [--model PATH] [--fps 5]
+    python bench/labelled_videos.py [--model PATH] [--fps 5] [--precision P] [--tta T]
 """
 from __future__ import annotations
 
@@ -27,17 +27,21 @@ def main() -> int:
     ap.add_argument("--fps", type=float, default=5.0)
     ap.add_argument("--keyframe-every", type=int, default=None,
                     help="analyze's --keyframe-every (default: analyze's default; 1 = full-frame detection)")
+    ap.add_argument("--precision", default="auto", help="analyze's --precision (default: auto)")
+    ap.add_argument("--tta", default="none", help="analyze's --tta (default: none)")
     ap.add_argument("--shared", default=os.environ.get("FER_VIDEO_SHARED", str(REPO.parent / "shared")))
     a = ap.parse_args()
     import fer_video
     from fer_video.checkpoint import default_model_path, load_config
+    from fer_video.predict import resolve_precision
 
     classes = load_config(a.model or default_model_path()).classes
+    print(f"--precision {a.precision} ({resolve_precision(a.precision, 'cpu')} here) --tta {a.tta}")
 
     folder = Path(a.shared) / "videos" / "labelled"
     rows = list(csv.DictReader(open(folder / "labels.csv")))
     scored = correct = 0
-    settings = {"fps": a.fps}
+    settings = {"fps": a.fps, "precision": a.precision, "tta": a.tta}
     if a.keyframe_every:
         settings["keyframe_every"] = a.keyframe_every
     if a.model:

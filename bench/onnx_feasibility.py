@@ -60,7 +60,6 @@ def main() -> int:
     import torch
 
     from fer_video.classify import EmotionClassifier
-    from fer_video.predict import inference_form
 
     torch.set_num_threads(1)
     print(f"fresh process, median of 3: import onnxruntime {_import_s('onnxruntime'):.2f} s, "
@@ -77,14 +76,36 @@ def main() -> int:
         sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
         print(f"ONNX Runtime session created in {time.perf_counter() - t:.2f} s "
               f"({Path(path).stat().st_size / 1e6:.0f} MB fp32 model)")
-    form = inference_form(model, "bf16")
+        # ONNX Runtime's int8 (static QDQ, weights per channel): speed only, calibrated on
+        # random crops here (its accuracy would need the checkpoint's validation carve)
+        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+        class _Random(CalibrationDataReader):
+            def __init__(self):
+                self.batches = iter([{"x": np.random.default_rng(i).standard_normal((8, 3, 48, 48), np.float32)}
+                                     for i in range(8)])
+
+            def get_next(self):
+                return next(self.batches, None)
+
+        q_path = str(Path(tmp) / "emotion_int8.onnx")
+        quantize_static(path, q_path, _Random(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        sess8 = ort.InferenceSession(q_path, so, providers=["CPUExecutionProvider"])
     xl = x.contiguous(memory_format=torch.channels_last)
-    xb = xl.to(torch.bfloat16)
     xn = x.numpy()
+    arms = {"torch fp32": lambda v: model(xl[:len(v)])}
+    from fer_video.predict import bf16_runs
+
+    if bf16_runs("cpu"):
+        bf16 = EmotionClassifier(None, device="cpu", precision="bf16").load().model
+        xb = xl.to(torch.bfloat16)
+        arms["torch bf16 network"] = lambda v: bf16(xb[:len(v)])
+    int8 = EmotionClassifier(None, device="cpu", precision="int8").load().model
+    arms["torch int8"] = lambda v: int8(x[:len(v)])
+    arms["onnxruntime fp32"] = lambda v: sess.run(None, {"x": xn[:len(v)]})
+    arms["onnxruntime int8"] = lambda v: sess8.run(None, {"x": xn[:len(v)]})
     with torch.no_grad():
-        arms = {"torch fp32": lambda v: model(xl[:len(v)]),
-                "torch bf16 network": lambda v: form(xb[:len(v)]),
-                "onnxruntime fp32": lambda v: sess.run(None, {"x": xn[:len(v)]})}
         for n in (32, 8):
             row = ", ".join(f"{name} {_per_crop(fn, xn, n):.2f}" for name, fn in arms.items())
             print(f"ms per crop at batch {n}: {row}")

@@ -8,7 +8,8 @@ and, against the fp32 arm, whether the face ids and frames are the same, the lar
 probability difference, and how many face rows change their top class. The arms: fp32 and
 bf16 with 32-crop batches (analyze's), bf16 with 8-crop batches (classification starts
 sooner and overlaps detection more), where oneDNN runs bf16, and int8 with 32-crop batches
-(fer_video/int8.py), where torch has the x86 quantized engine.
+(fer_video/int8.py), alone and with flip averaging (``precision auto`` on a CPU without
+native bf16), where torch has the x86 quantized engine. Every arm but the last has tta none.
 
     python bench/precision_ab.py ../shared/videos/sadtalker_WDA_KatieHill_000.mp4 \\
         ../shared/videos/pyfeat_WolfgangLanger_Pexels.mp4 ../shared/videos/facenet_crowd_1080p.mp4
@@ -59,12 +60,16 @@ def main() -> int:
     from fer_video.int8 import int8_engine
     from fer_video.predict import bf16_runs
 
-    arms = {"fp32, b32": (EmotionClassifier(None, device="cpu", batch_size=32, precision="fp32"), None)}
+    def clf(precision: str, batch: int = 32, tta: str = "none"):
+        return EmotionClassifier(None, device="cpu", batch_size=batch, precision=precision, tta=tta)
+
+    arms = {"fp32, b32": (clf("fp32"), None)}
     if bf16_runs("cpu"):
-        arms["bf16, b32"] = (EmotionClassifier(None, device="cpu", batch_size=32, precision="bf16"), None)
-        arms["bf16, b8"] = (EmotionClassifier(None, device="cpu", batch_size=8, precision="bf16"), None)
+        arms["bf16, b32"] = (clf("bf16"), None)
+        arms["bf16, b8"] = (clf("bf16", 8), None)
     if int8_engine() is not None:
-        arms["int8, b32"] = (EmotionClassifier(None, device="cpu", batch_size=32, precision="int8"), None)
+        arms["int8, b32"] = (clf("int8"), None)
+        arms["int8 flip, b32"] = (clf("int8", tta="flip"), None)
     report(args, arms, interleaved(args, arms))
     return 0
 
