@@ -1,0 +1,425 @@
+"""Face detection without torch: the MTCNN cascade of :mod:`fer_video.detect` on ONNX Runtime
+and numpy, for a start-up that does not import torch (issue 12: ``import torch`` alone takes
+1.75 s on the 2-core machine, ``import onnxruntime`` 0.12 s).
+
+:class:`OnnxFaceDetector` has :class:`fer_video.detect.FaceDetector`'s surface (``detect``,
+``detect_one``, ``detect_near``, ``refine_near``, ``detection_scale``) and its cascade step
+for step: the same networks and weights (``fer_video/models/mtcnn/*.onnx``, written from
+facenet-pytorch's files by ``bench/export_mtcnn_onnx.py``), pyramid scales, thresholds,
+NMS, box regression, region search and R/O-net candidates. What differs, and so moves a box
+or a score in its last digits:
+
+* resizes (the detection scale and the pyramid levels) are Pillow's antialiased bilinear on
+  uint8 frames, where the torch detector uses torch's uint8 kernel (made to match Pillow's);
+* the R/O-net crops are sampled in numpy with the same positions, bilinear weights, zeros
+  outside the level and 2x2 averaging as ``mtcnn.crop_resize``'s ``grid_sample``;
+* the networks run in ONNX Runtime's kernels, one intra-op thread, no spin-waiting.
+
+Not yet used by ``analyze``: the classifier still needs torch (see docs/benchmarks.md,
+session 19). tests/test_mtcnn_onnx.py compares it with the torch detector on real clips.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .detect import (_ONET_ROWS, _PNET_CELL, _PNET_CHUNK_PIXELS, _REFINE_CANDIDATES, _RNET_ROWS,
+                     _ROI_LEVELS, _STAGE_THRESHOLDS, ROI_REGION)
+from .errors import SetupError
+from .mtcnn import _nms, to_detections
+from .records import Detection
+
+MODELS = Path(__file__).resolve().parent / "models" / "mtcnn"
+_EMPTY = (np.zeros((0, 5)), np.zeros((0,), dtype=np.int64), np.zeros((0, 5, 2)))
+
+
+def _session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = int(threads)
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")   # leave the other core alone
+    so.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    except Exception as exc:       # onnxruntime raises its own types for unreadable models
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SetupError(f"cannot load the MTCNN network {path} ({first})") from None
+
+
+def resize_u8(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Antialiased bilinear resize of uint8 NHWC frames to ``size`` (height, width): Pillow's."""
+    from PIL import Image
+
+    h, w = size
+    if frames.shape[1:3] == (h, w):
+        return frames
+    return np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.BILINEAR)) for f in frames])
+
+
+def normalise(frames_u8: np.ndarray) -> np.ndarray:
+    """uint8 NHWC -> float32 NCHW, (x - 127.5) / 128 as ``mtcnn.normalise`` computes it."""
+    x = frames_u8.astype(np.float32)
+    x *= np.float32(0.0078125)
+    x -= np.float32(0.99609375)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def generate_boxes(reg: np.ndarray, prob: np.ndarray, scale: float, threshold: float,
+                   offset: tuple[int, int] = (0, 0)):
+    """``mtcnn.generate_boxes`` in numpy (float32 like the torch version)."""
+    n, y, x = np.nonzero(prob >= threshold)
+    score = prob[n, y, x]
+    r = reg[n, :, y, x]
+    xy = np.stack([x, y], axis=1).astype(np.float32) + np.asarray(offset, dtype=np.float32)
+    q1 = np.floor((2 * xy + 1) / np.float32(scale))
+    q2 = np.floor((2 * xy + _PNET_CELL) / np.float32(scale))
+    return np.concatenate([q1, q2, score[:, None], r], axis=1).astype(np.float32), n.astype(np.int64)
+
+
+def square(boxes: np.ndarray) -> np.ndarray:
+    w = boxes[:, 2] - boxes[:, 0]
+    h = boxes[:, 3] - boxes[:, 1]
+    side = np.maximum(w, h)
+    out = boxes.copy()
+    out[:, 0] = boxes[:, 0] + w * 0.5 - side * 0.5
+    out[:, 1] = boxes[:, 1] + h * 0.5 - side * 0.5
+    out[:, 2] = out[:, 0] + side
+    out[:, 3] = out[:, 1] + side
+    return out
+
+
+def regress(boxes: np.ndarray, reg: np.ndarray) -> np.ndarray:
+    w = boxes[:, 2] - boxes[:, 0] + 1
+    h = boxes[:, 3] - boxes[:, 1] + 1
+    out = boxes.copy()
+    out[:, 0] = boxes[:, 0] + reg[:, 0] * w
+    out[:, 1] = boxes[:, 1] + reg[:, 1] * h
+    out[:, 2] = boxes[:, 2] + reg[:, 2] * w
+    out[:, 3] = boxes[:, 3] + reg[:, 3] * h
+    return out
+
+
+def batched_nms(boxes: np.ndarray, scores: np.ndarray, image_inds: np.ndarray, threshold: float,
+                mode: str = "union") -> np.ndarray:
+    """``mtcnn.batched_nms`` on numpy arrays: kept indices, highest score first."""
+    b, s = boxes.astype(np.float64), scores.astype(np.float64)
+    keep = [sel[_nms(b[sel], s[sel], threshold, mode)]
+            for sel in (np.flatnonzero(image_inds == img) for img in np.unique(image_inds))]
+    keep = np.concatenate(keep) if keep else np.zeros(0, dtype=np.int64)
+    return keep[np.argsort(-s[keep], kind="stable")]
+
+
+def _axis_weights(lo: np.ndarray, hi: np.ndarray, size: int, limit: int):
+    """For crops spanning pixel edges ``lo``..``hi`` (K) of an axis ``limit`` pixels long:
+    (first source index per crop (K), K x size x B weights over B source pixels from it).
+    Output pixel i averages 2 samples at (i + 0.25) and (i + 0.75) of its cell, each
+    bilinear between its two nearest pixel centres, zero outside the axis: the samples and
+    weights of ``grid_sample`` (align_corners=False: edge x is pixel index x - 0.5) with
+    ``avg_pool2d(2)``, folded into one matrix per crop."""
+    k = len(lo)
+    sub = (np.arange(2 * size, dtype=np.float32) + np.float32(0.5)) / np.float32(2 * size)
+    pos = lo[:, None] + (hi - lo)[:, None] * sub - np.float32(0.5)       # K x 2S sample positions
+    p0 = np.floor(pos)
+    frac = pos - p0
+    idx = p0.astype(np.int64)[..., None] + np.arange(2)                  # K x 2S x 2 taps
+    wt = np.stack([1 - frac, frac], axis=-1) * np.float32(0.5)           # 0.5: the 2-sample mean
+    wt = np.where((idx >= 0) & (idx < limit), wt, np.float32(0))
+    first = np.clip(idx.min(axis=(1, 2)), 0, limit - 1)
+    local = idx - first[:, None, None]
+    span = int(np.clip(local, 0, None).max()) + 1
+    local = np.clip(local, 0, span - 1)                                   # (weight 0 where clipped)
+    mat = np.zeros((k, size, span), dtype=np.float32)
+    rows = np.broadcast_to(np.arange(2 * size)[None, :, None] // 2, local.shape)
+    np.add.at(mat, (np.broadcast_to(np.arange(k)[:, None, None], local.shape), rows, local), wt)
+    return first, mat
+
+
+def crop_resize(level: np.ndarray, edges: np.ndarray, image_inds: np.ndarray, size: int) -> np.ndarray:
+    """``mtcnn.crop_resize`` in numpy: crops of ``level`` (NCHW float32) inside ``edges``
+    (K x [x1, y1, x2, y2] pixel edges), resized to ``size`` by 2x2 bilinear samples per
+    output pixel averaged, zeros outside the level; as two small matrix products per crop
+    (:func:`_axis_weights`) on the block of the level each crop covers."""
+    _, channels, lh, lw = level.shape
+    k = len(edges)
+    e = edges.astype(np.float32)
+    x0, ax = _axis_weights(e[:, 0], e[:, 2], size, lw)                  # K, K x S x Bw
+    y0, ay = _axis_weights(e[:, 1], e[:, 3], size, lh)                  # K, K x S x Bh
+    cols = np.clip(x0[:, None] + np.arange(ax.shape[2]), 0, lw - 1)     # K x Bw
+    rows = np.clip(y0[:, None] + np.arange(ay.shape[2]), 0, lh - 1)     # K x Bh
+    img = np.asarray(image_inds, dtype=np.int64)
+    nhwc = level.transpose(0, 2, 3, 1)
+    blocks = nhwc[img[:, None, None], rows[:, :, None], cols[:, None, :]]    # K x Bh x Bw x C
+    bh, bw = blocks.shape[1:3]
+    t = np.matmul(ay, blocks.reshape(k, bh, bw * channels))                 # K x S x Bw*C
+    t = t.reshape(k, size, bw, channels).transpose(0, 1, 3, 2).reshape(k, size * channels, bw)
+    out = np.matmul(t, ax.transpose(0, 2, 1))                               # K x S*C x S
+    return np.ascontiguousarray(out.reshape(k, size, channels, size).transpose(0, 2, 1, 3))
+
+
+class OnnxFaceDetector:
+    """:class:`fer_video.detect.FaceDetector` on ONNX Runtime (same options, minus
+    ``device``; ``num_threads``: ONNX Runtime intra-op threads, default 1)."""
+
+    def __init__(self, min_face: float = 20, threshold: float = 0.9, max_side: Optional[int] = 960,
+                 batch_size: int = 8, num_threads: int = 1, factor: float = 0.709,
+                 models: Path = MODELS):
+        if not min_face > 0:
+            raise ValueError(f"min_face must be > 0 pixels, not {min_face!r}")
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], not {threshold!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, not {batch_size!r}")
+        if not 0.1 <= factor < 1.0:
+            raise ValueError(f"factor must be in [0.1, 1), not {factor!r}")
+        if max_side and max_side < _PNET_CELL:
+            raise ValueError(f"max_side must be >= {_PNET_CELL} pixels, not {max_side!r}")
+        missing = [n for n in ("pnet", "rnet", "onet") if not (Path(models) / f"{n}.onnx").is_file()]
+        if missing:
+            raise SetupError(f"MTCNN networks missing in {models}: {', '.join(m + '.onnx' for m in missing)} "
+                             "(write them with bench/export_mtcnn_onnx.py)")
+        self.min_face = float(min_face)
+        self.threshold = float(threshold)
+        self.max_side = int(max_side) if max_side else None
+        self.batch_size = int(batch_size)
+        self.factor = float(factor)
+        self._pnet, self._rnet, self._onet = (_session(Path(models) / f"{n}.onnx", num_threads)
+                                              for n in ("pnet", "rnet", "onet"))
+
+    # ------------------------------------------------------------------ public
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        """As ``FaceDetector.detect``."""
+        results: list[list[Detection]] = []
+        i, n = 0, len(images)
+        while i < n:
+            shape = images[i].shape
+            j = i + 1
+            while j < n and j - i < self.batch_size and images[j].shape == shape:
+                j += 1
+            results.extend(self._detect_batch(images[i:j]))
+            i = j
+        return results
+
+    def detect_one(self, image: np.ndarray) -> list[Detection]:
+        return self._detect_batch([image])[0]
+
+    def detection_scale(self, height: int, width: int) -> float:
+        if self.max_side and max(height, width) > self.max_side:
+            return self.max_side / max(height, width)
+        return 1.0
+
+    def detect_near(self, image: np.ndarray, boxes: Sequence[tuple[float, float, float, float]],
+                    reach: Optional[Sequence[float]] = None) -> list[Detection]:
+        """As ``FaceDetector.detect_near``."""
+        if len(boxes) == 0:
+            return []
+        h, w = image.shape[:2]
+        batch, hd, wd, scale, min_face_det = self._one_at_detection_scale(image)
+        factors = np.ones(len(boxes)) if reach is None else np.asarray(reach, dtype=np.float64)
+        if factors.shape != (len(boxes),) or not np.all(factors > 0):
+            raise ValueError(f"reach must be one positive factor per box, not {reach!r}")
+        found = self._near(batch, hd, wd, min_face_det,
+                           np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * scale, factors)
+        return to_detections(*found, scale, h, w, 1, self.min_face)[0]
+
+    def refine_near(self, image: np.ndarray, boxes: Sequence[tuple[float, float, float, float]]) -> list[Detection]:
+        """As ``FaceDetector.refine_near``: R-net and O-net on seven candidates per box."""
+        if len(boxes) == 0:
+            return []
+        h, w = image.shape[:2]
+        batch, hd, wd, scale, min_face_det = self._one_at_detection_scale(image)
+        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * scale
+        side = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])[:, None]
+        jitter = np.asarray(_REFINE_CANDIDATES)
+        cx = (b[:, 0:1] + b[:, 2:3]) / 2 + jitter[:, 0] * side
+        cy = (b[:, 1:2] + b[:, 3:4]) / 2 + jitter[:, 1] * side
+        half = side * jitter[:, 2] / 2
+        cand = np.stack([cx - half + 1, cy - half + 1, cx + half, cy + half, np.ones_like(cx)],
+                        axis=-1).reshape(-1, 5).astype(np.float32)
+        _, _, sources = self._lazy_levels(batch, hd, wd, min_face_det)
+        found = self._refine(sources, cand, np.zeros(len(cand), dtype=np.int64))
+        return to_detections(*found, scale, h, w, 1, self.min_face)[0]
+
+    # ------------------------------------------------------------------ cascade
+
+    def _to_u8_batch(self, frames: Sequence[np.ndarray]):
+        for f in frames:
+            if f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8:
+                raise ValueError(f"expected HxWx3 uint8 RGB frames, got {f.dtype} {f.shape}")
+        h, w = frames[0].shape[:2]
+        scale = self.detection_scale(h, w)
+        batch = np.stack(frames)
+        if scale < 1.0:
+            hd, wd = max(1, round(h * scale)), max(1, round(w * scale))
+            batch = resize_u8(batch, (hd, wd))
+        else:
+            hd, wd = h, w
+        return batch, hd, wd, scale
+
+    def _one_at_detection_scale(self, image: np.ndarray):
+        batch, hd, wd, scale = self._to_u8_batch([image])
+        return batch, hd, wd, scale, max(float(_PNET_CELL), self.min_face * scale)
+
+    def _pyramid_scales(self, h: int, w: int, min_face: float) -> list[float]:
+        m = _PNET_CELL / min_face
+        minl = min(h, w) * m
+        scales, s = [], m
+        while minl >= _PNET_CELL:
+            scales.append(s)
+            s *= self.factor
+            minl *= self.factor
+        return scales
+
+    def _lazy_levels(self, batch_u8: np.ndarray, h: int, w: int, min_face: float):
+        levels: dict[int, np.ndarray] = {}
+
+        def level(i: int, size: tuple[int, int]) -> np.ndarray:
+            if i not in levels:
+                levels[i] = normalise(resize_u8(batch_u8, size))
+            return levels[i]
+
+        scales = self._pyramid_scales(h, w, min_face)
+        sizes = [(int(h * s + 1), int(w * s + 1)) for s in scales]
+        sources: list = [(sz[1] / w, sz[0] / h, (lambda i=i, sz=sz: level(i, sz))) for i, sz in enumerate(sizes)]
+        sources.reverse()   # smallest scale first
+        sources.append((1.0, 1.0, lambda: normalise(batch_u8)))
+        return scales, level, sources
+
+    def _pnet_run(self, x: np.ndarray):
+        reg, prob = self._pnet.run(None, {"x": x})
+        return reg, prob[:, 1]
+
+    def _near(self, batch_u8, h: int, w: int, min_face: float, boxes: np.ndarray, reach: np.ndarray):
+        scales, level, sources = self._lazy_levels(batch_u8, h, w, min_face)
+        sizes = [(int(h * s + 1), int(w * s + 1)) for s in scales]
+        side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+        all_boxes = []
+        for i, (s, size) in enumerate(zip(scales, sizes)):
+            for k in np.flatnonzero((side * s >= _ROI_LEVELS[0]) & (side * s <= _ROI_LEVELS[1])):
+                half = ROI_REGION * reach[k] * side[k] * s / 2
+                x0 = max(0, int((cx[k] * s - half) // 2) * 2)
+                y0 = max(0, int((cy[k] * s - half) // 2) * 2)
+                x1, y1 = min(size[1], int(cx[k] * s + half) + 1), min(size[0], int(cy[k] * s + half) + 1)
+                if x1 - x0 < _PNET_CELL or y1 - y0 < _PNET_CELL:
+                    continue
+                window = np.ascontiguousarray(level(i, size)[:, :, y0:y1, x0:x1])
+                reg, prob = self._pnet_run(window)
+                found, _ = generate_boxes(reg, prob, s, _STAGE_THRESHOLDS[0], offset=(x0 // 2, y0 // 2))
+                if len(found):
+                    all_boxes.append(found)
+        if not all_boxes:
+            return _EMPTY
+        cand = np.concatenate(all_boxes)
+        inds = np.zeros(len(cand), dtype=np.int64)
+        cand = cand[batched_nms(cand[:, :4], cand[:, 4], inds, 0.5)]
+        cand = cand[batched_nms(cand[:, :4], cand[:, 4], inds[:len(cand)], 0.7)]
+        return self._refine(sources, self._regressed_squares(cand), np.zeros(len(cand), dtype=np.int64))
+
+    @staticmethod
+    def _regressed_squares(boxes: np.ndarray) -> np.ndarray:
+        regw, regh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        return square(np.stack([boxes[:, 0] + boxes[:, 5] * regw, boxes[:, 1] + boxes[:, 6] * regh,
+                                boxes[:, 2] + boxes[:, 7] * regw, boxes[:, 3] + boxes[:, 8] * regh,
+                                boxes[:, 4]], axis=1))
+
+    def _detect_batch(self, frames: Sequence[np.ndarray]) -> list[list[Detection]]:
+        h, w = frames[0].shape[:2]
+        batch, hd, wd, scale = self._to_u8_batch(frames)
+        min_face_det = max(float(_PNET_CELL), self.min_face * scale)
+        boxes, image_inds, points = self._cascade(batch, hd, wd, min_face_det)
+        return to_detections(boxes, image_inds, points, scale, h, w, len(frames), self.min_face)
+
+    def _cascade(self, batch_u8: np.ndarray, h: int, w: int, min_face: float):
+        scales = self._pyramid_scales(h, w, min_face)
+        n = batch_u8.shape[0]
+        all_boxes, all_inds, sources = [], [], []
+        for s in scales:
+            size = (int(h * s + 1), int(w * s + 1))
+            level = normalise(resize_u8(batch_u8, size))
+            sources.append((size[1] / w, size[0] / h, level))
+            chunk = max(1, min(n, _PNET_CHUNK_PIXELS // (size[0] * size[1])))
+            outs = [self._pnet_run(level[i:i + chunk]) for i in range(0, n, chunk)]
+            reg = np.concatenate([o[0] for o in outs])
+            prob = np.concatenate([o[1] for o in outs])
+            boxes_s, inds_s = generate_boxes(reg, prob, s, _STAGE_THRESHOLDS[0])
+            if len(boxes_s):
+                keep = batched_nms(boxes_s[:, :4], boxes_s[:, 4], inds_s, 0.5)
+                all_boxes.append(boxes_s[keep])
+                all_inds.append(inds_s[keep])
+        if not all_boxes:
+            return _EMPTY
+        boxes, image_inds = np.concatenate(all_boxes), np.concatenate(all_inds)
+        keep = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
+        boxes, image_inds = boxes[keep], image_inds[keep]
+        sources.reverse()
+        sources.append((1.0, 1.0, lambda: normalise(batch_u8)))
+        return self._refine(sources, self._regressed_squares(boxes), image_inds)
+
+    def _refine(self, sources: list, boxes: np.ndarray, image_inds: np.ndarray):
+        reg, prob = self._run(self._rnet, self._crops(sources, boxes, image_inds, 24), _RNET_ROWS)
+        score = prob[:, 1]
+        ok = score > _STAGE_THRESHOLDS[1]
+        boxes = np.concatenate([boxes[ok, :4], score[ok, None]], axis=1)
+        image_inds, reg = image_inds[ok], reg[ok]
+        if len(boxes) == 0:
+            return _EMPTY
+        keep = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
+        boxes, image_inds, reg = boxes[keep], image_inds[keep], reg[keep]
+        boxes = square(regress(boxes, reg))
+
+        reg, marks, prob = self._run(self._onet, self._crops(sources, boxes, image_inds, 48), _ONET_ROWS)
+        score = prob[:, 1]
+        ok = score >= self.threshold
+        if not ok.any():
+            return _EMPTY
+        boxes = np.concatenate([boxes[ok, :4], score[ok, None]], axis=1)
+        image_inds, reg, marks = image_inds[ok], reg[ok], marks[ok]
+        bw = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
+        bh = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
+        points = np.stack([bw * marks[:, :5] + boxes[:, 0:1] - 1, bh * marks[:, 5:10] + boxes[:, 1:2] - 1], axis=2)
+        boxes = regress(boxes, reg)
+        keep = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7, mode="min")
+        return boxes[keep], image_inds[keep], points[keep]
+
+    def _crops(self, sources: list, boxes: np.ndarray, image_inds: np.ndarray, size: int) -> np.ndarray:
+        edges = np.stack([boxes[:, 0] - 1, boxes[:, 1] - 1, boxes[:, 2], boxes[:, 3]], axis=1).astype(np.float32)
+        side = np.maximum(edges[:, 2] - edges[:, 0], edges[:, 3] - edges[:, 1])
+        out = np.empty((len(boxes), 3, size, size), dtype=np.float32)
+        todo = np.ones(len(boxes), dtype=bool)
+        for i, (sx, sy, level) in enumerate(sources):
+            last = i == len(sources) - 1
+            sel = todo if last else todo & (side * np.float32(min(sx, sy)) >= size)
+            if not sel.any():
+                continue
+            if callable(level):
+                level = level()
+                sources[i] = (sx, sy, level)
+            scale = np.asarray([sx, sy, sx, sy], dtype=np.float32)
+            out[sel] = crop_resize(level, edges[sel] * scale, image_inds[sel], size)
+            todo &= ~sel
+        return out
+
+    @staticmethod
+    def _run(sess, x: np.ndarray, rows: int):
+        """``sess`` on ``x`` in chunks of ``rows`` rows, a shorter last chunk zero-padded to
+        the next power of two (few input shapes, as the torch detector)."""
+        outs = []
+        for i in range(0, len(x), rows):
+            chunk = x[i:i + rows]
+            n = len(chunk)
+            padded = min(rows, 1 << (n - 1).bit_length())
+            if padded != n:
+                chunk = np.concatenate([chunk, np.zeros((padded - n, *chunk.shape[1:]), dtype=chunk.dtype)])
+            outs.append(tuple(v[:n] for v in sess.run(None, {"x": np.ascontiguousarray(chunk)})))
+        if not outs:
+            n_out = len(sess.get_outputs())
+            shapes = [o.shape[1] for o in sess.get_outputs()]
+            return tuple(np.zeros((0, s), dtype=np.float32) for s in shapes[:n_out])
+        return tuple(np.concatenate(v, axis=0) for v in zip(*outs))
+
+
+__all__ = ["OnnxFaceDetector", "crop_resize", "resize_u8"]
