@@ -41,6 +41,7 @@ measure), and fer-video's whole process against theirs.
     python bench/peers_speed.py --fer-python /work/fer-venv/bin/python --rounds 3 --json run.json
     python bench/peers_speed.py --from-json run.json          # print a saved run again
     python bench/peers_speed.py --fer-python ... --precision fp32 int8   # two fer-video arms
+    python bench/peers_speed.py --fer-python ... --precision auto onnx   # torch and --backend onnx
 """
 from __future__ import annotations
 
@@ -92,13 +93,16 @@ def timed(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> d
 
 
 def fv_arm(precision: str) -> str:
-    """The results key of fer-video run at ``--precision`` (auto: plain "fer-video")."""
+    """The results key of fer-video run at ``--precision`` (auto: plain "fer-video"; "onnx":
+    ``--backend onnx``)."""
     return "fer-video" if precision == "auto" else f"fer-video {precision}"
 
 
 def fer_video_run(clip: Path, fps: float, out: Path, precision: str = "auto") -> dict:
+    extra = (["--backend", "onnx"] if precision == "onnx" else
+             ["--precision", precision] if precision != "auto" else [])
     r = timed([str(REPO / ".venv" / "bin" / "fer-video"), "analyze", str(clip), "--fps", str(fps), "--out", str(out),
-               "--overwrite", "--quiet", *(["--precision", precision] if precision != "auto" else [])])
+               "--overwrite", "--quiet", *extra])
     report = json.loads((out / clip.stem / f"{clip.stem}.json").read_text())
     r.update(in_pipeline_s=report["wall_s"], stages=report.get("timings_s", {}), duration_s=report["input"]["duration_s"])
     return r
@@ -170,7 +174,8 @@ def main() -> int:
     ap.add_argument("--fer-python", help="a Python whose environment has the `fer` package")
     ap.add_argument("--clips", nargs="+", default=CLIPS)
     ap.add_argument("--precision", nargs="+", default=["auto"],
-                    help="fer-video's --precision; several: one fer-video arm each, interleaved (default: auto)")
+                    help="fer-video's --precision (or onnx: --backend onnx); several: one fer-video arm each, "
+                         "interleaved (default: auto)")
     ap.add_argument("--json", type=Path, help="also save every run's figures here")
     ap.add_argument("--from-json", type=Path, help="print a saved run (--json) again; runs nothing")
     a = ap.parse_args()

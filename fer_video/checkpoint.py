@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 
 FORMAT = "fer-video-checkpoint"
 FORMAT_VERSION = 1
@@ -79,6 +78,7 @@ def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
 def save_checkpoint(model: torch.nn.Module, config: ModelConfig, path: str | os.PathLike,
                     dtype: torch.dtype | None = None) -> tuple[Path, Path]:
     """Write weights and config atomically (temp file + rename), optionally cast (e.g. fp16)."""
+    import torch
     from safetensors.torch import save_file
 
     weights_path, config_path = checkpoint_paths(path)
@@ -128,6 +128,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
     (about 1 s of CPU for a ResNet50).
     """
     from safetensors import SafetensorError
+    import torch
     from safetensors.torch import load_file
 
     from .model import build_model

@@ -218,6 +218,7 @@ class EmotionClassifier:
             "device": self.device,
             "tta": self.tta,
             "precision": self.precision,
+            "backend": "torch",
             "alignment": c.alignment,
             "temperature": temperature_for(c, self.precision),
             "version": c.version,

@@ -49,6 +49,8 @@ _CLASSIFIERS: dict[tuple, Any] = {}
 
 def load_models(settings: Settings):
     """(detector, classifier) for these settings, built once per process and cached."""
+    if settings.backend == "onnx":
+        return _onnx_models(settings)
     from .classify import EmotionClassifier, resolve_device
 
     device = resolve_device(settings.device)
@@ -73,6 +75,31 @@ def load_models(settings: Settings):
                                                    threshold=settings.det_threshold,
                                                    max_side=settings.max_side,
                                                    batch_size=settings.batch_size)
+    return detector, classifier
+
+
+def _onnx_models(settings: Settings):
+    """(detector, classifier) on ONNX Runtime (``mtcnn_onnx``, ``classify_onnx``): CPU,
+    fp32; options it does not run are a one-line ``UsageError``."""
+    if settings.device not in ("auto", "cpu"):
+        raise UsageError(f"--backend onnx runs on the CPU (not --device {settings.device}); use --backend torch")
+    if settings.precision not in ("auto", "fp32"):
+        raise UsageError(f"--backend onnx computes in fp32 (not --precision {settings.precision}); "
+                         "use --backend torch")
+    from .classify_onnx import OnnxEmotionClassifier
+    from .mtcnn_onnx import OnnxFaceDetector
+
+    ckey = ("onnx", str(settings.model_path().resolve()), settings.classify_batch_size, settings.tta)
+    classifier = _CLASSIFIERS.get(ckey)
+    if classifier is None:
+        classifier = _CLASSIFIERS[ckey] = OnnxEmotionClassifier(settings.model_path(), lazy=True,
+                                                                batch_size=settings.classify_batch_size,
+                                                                tta=settings.tta)
+    dkey = ("onnx", settings.min_face, settings.det_threshold, settings.max_side, settings.batch_size)
+    detector = _DETECTORS.get(dkey)
+    if detector is None:
+        detector = _DETECTORS[dkey] = OnnxFaceDetector(min_face=settings.min_face, threshold=settings.det_threshold,
+                                                       max_side=settings.max_side, batch_size=settings.batch_size)
     return detector, classifier
 
 
@@ -117,7 +144,7 @@ def run_job(input_path: str | os.PathLike, out_root: str | os.PathLike, settings
         if os.environ.get("FER_VIDEO_TEST_INTERNAL_ERROR") == "job":   # tests/test_cli.py only
             raise IndexError("test hook: an unexpected internal error in one input's job")
         plan = threads if threads is not None else plan_threads()
-        plan.apply()       # idempotent; here, so that a run that reuses every report needs no torch
+        plan.apply(torch=settings.backend == "torch")   # idempotent; here: a run that reuses every report needs no torch
         detector, classifier = load_models(settings)
         result = analyze_video(input_path, settings, detector=detector, classifier=classifier,
                                progress=progress, threads=plan)

@@ -83,3 +83,24 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
             d = lo + g * (hi - lo)
             fd = loss(d)
     return float(math.exp((lo + hi) / 2))
+
+
+def temperature_for(config: "ModelConfig", precision: str = "fp32") -> float:
+    """The calibrated temperature of ``precision``'s logits: ``config.int8["temperature"]``
+    for int8 (fitted on int8's own logits: rounding makes them a little less sharp, and the
+    fp32 temperature then over-corrects), else ``config.temperature``."""
+    if precision == "int8":
+        t = (config.int8 or {}).get("temperature")
+        if t:
+            return float(t)
+    return float(config.temperature)
+
+
+def probs_from_logits(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Mean over views (axis 0) of softmax(logits / temperature), float64, each row
+    renormalised to sum to exactly 1."""
+    z = np.asarray(logits, dtype=np.float64) / float(temperature)
+    z = z - z.max(-1, keepdims=True)
+    e = np.exp(z)
+    p = (e / e.sum(-1, keepdims=True)).mean(0)
+    return p / p.sum(-1, keepdims=True)

@@ -15,8 +15,8 @@ or a score in its last digits:
   outside the level and 2x2 averaging as ``mtcnn.crop_resize``'s ``grid_sample``;
 * the networks run in ONNX Runtime's kernels, one intra-op thread, no spin-waiting.
 
-Not yet used by ``analyze``: the classifier still needs torch (see docs/benchmarks.md,
-session 19). tests/test_mtcnn_onnx.py compares it with the torch detector on real clips.
+``analyze --backend onnx`` runs it with ``classify_onnx.OnnxEmotionClassifier``.
+tests/test_mtcnn_onnx.py compares it with the torch detector on real clips.
 """
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .checkpoint import ModelConfig
+from .metrics import probs_from_logits, temperature_for  # noqa: F401  (numpy only; re-exported)
 from .preprocess import to_tensor, tta_views
 
 # Arithmetic of the classifier's forward pass. bf16 (oneDNN's bfloat16 kernels; weights and
@@ -236,27 +237,6 @@ def predict_logits(model: torch.nn.Module, images: np.ndarray, config: ModelConf
         return np.concatenate(out, axis=1)
     n_views = len(tta_views(torch.zeros(1, 1, 4, 4), tta))     # no crops: only the shape is needed
     return np.zeros((n_views, 0, len(config.classes)))
-
-
-def temperature_for(config: ModelConfig, precision: str = "fp32") -> float:
-    """The calibrated temperature of ``precision``'s logits: ``config.int8["temperature"]``
-    for int8 (fitted on int8's own logits: rounding makes them a little less sharp, and the
-    fp32 temperature then over-corrects), else ``config.temperature``."""
-    if precision == "int8":
-        t = (config.int8 or {}).get("temperature")
-        if t:
-            return float(t)
-    return float(config.temperature)
-
-
-def probs_from_logits(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Mean over views (axis 0) of softmax(logits / temperature), float64, each row
-    renormalised to sum to exactly 1."""
-    z = np.asarray(logits, dtype=np.float64) / float(temperature)
-    z = z - z.max(-1, keepdims=True)
-    e = np.exp(z)
-    p = (e / e.sum(-1, keepdims=True)).mean(0)
-    return p / p.sum(-1, keepdims=True)
 
 
 def predict_probs(model: torch.nn.Module, images: np.ndarray, config: ModelConfig, device: torch.device,

@@ -8,8 +8,6 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from .checkpoint import ModelConfig
@@ -127,6 +125,8 @@ def align_face(image: np.ndarray, landmarks: Sequence[Sequence[float]], config: 
 
 def to_tensor(batch: np.ndarray | torch.Tensor, config: ModelConfig) -> torch.Tensor:
     """uint8 N x H x W (gray) or N x H x W x 3 -> normalised float N x C x H x W."""
+    import torch
+
     x = torch.as_tensor(batch)
     if x.ndim == 3:                      # gray: N,H,W -> N,1,H,W
         x = x.unsqueeze(1)
@@ -150,6 +150,9 @@ def tta_views(x: torch.Tensor, mode: str) -> list[torch.Tensor]:
     augmentation averages. "none": the batch; "flip": it and its mirror image; "tencrop":
     the four corner crops and the centre crop of side ``TENCROP_FRACTION`` x H, each resized
     back to H x W (bilinear), and the mirror images of those five."""
+    import torch
+    import torch.nn.functional as F
+
     if mode == "none":
         return [x]
     if mode == "flip":

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 TTA_MODES = ("none", "flip", "tencrop")
 # The classifier's arithmetic for `analyze/evaluate --precision` (fer_video.predict.resolve_precision).
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
+# The networks' runtime for `analyze --backend` (fer_video.job.load_models).
+BACKENDS = ("torch", "onnx")
 
 
 def _opt(default, help: str, **meta):

@@ -128,7 +128,7 @@ def versions() -> dict[str, str]:
     from . import __version__
 
     out = {"fer_video": __version__, "python": platform.python_version()}
-    for dist in ("torch", "torchvision", "facenet-pytorch", "av", "numpy", "pandas"):
+    for dist in ("torch", "torchvision", "facenet-pytorch", "onnxruntime", "av", "numpy", "pandas", "Pillow"):
         try:
             out[dist.replace("-", "_")] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -215,7 +215,7 @@ IDENTITY_SPAN = 64 * 1024
 # Settings that only change speed, not the report's numbers; the model is compared by hash.
 _NOT_IN_RESULT = NOT_IN_RESULT   # from the Settings fields' affects_result=False
 # Settings added after reports existed: a report without one was made with its value here.
-_ADDED_LATER = {"tta": "none"}
+_ADDED_LATER = {"tta": "none", "backend": "torch"}
 
 
 def input_identity(path: str | os.PathLike, rel_path: str | None = None) -> dict | None:

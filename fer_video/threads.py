@@ -92,8 +92,12 @@ class ThreadPlan:
             return self
         return replace(self, detect_threads=1)
 
-    def apply(self) -> None:
-        """Set torch's intra-op threads for this process (once, where a process starts)."""
+    def apply(self, torch: bool = True) -> None:
+        """Set torch's intra-op threads for this process (once, where a process starts);
+        ``torch=False`` (the ONNX backend, whose sessions take their thread count each):
+        nothing, and torch is not imported."""
+        if not torch:
+            return
         import torch
 
         if torch.get_num_threads() != self.torch_threads:

@@ -1,0 +1,296 @@
+"""The emotion classifier without torch: a checkpoint's BatchNorm-folded network on ONNX
+Runtime, for a start-up that does not import torch (issue 12; ``fer_video.mtcnn_onnx`` is
+the detector's half).
+
+The network's graph is ``<stem>.graph.onnx`` beside the checkpoint (written once by
+``bench/export_classifier_onnx.py``; ~100 kB, no weights): its initializers are marked as
+external data and filled in at load time from the checkpoint's own safetensors file, with
+each BatchNorm that follows a convolution folded into it as ``predict.fold_batchnorm``
+does (:func:`folded_weights`). So the weights live in one file, and what runs is the
+function fp32 runs in torch (logits within ~1e-5, tests/test_classify_onnx.py).
+
+:class:`OnnxEmotionClassifier` has :class:`fer_video.classify.EmotionClassifier`'s surface
+(``crop``, ``predict_crops``, ``predict``, ``info``, ``load``, ``classes``, ``config``,
+``sha256``); precision fp32 only, tta ``none`` or ``flip``; CPU only.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from .errors import SetupError, UsageError
+
+ONNX_TTA = ("none", "flip")
+
+
+def graph_path(weights: str | os.PathLike) -> Path:
+    """``x.graph.onnx`` for the checkpoint ``x.safetensors``."""
+    w = Path(weights)
+    return w.with_name(w.name[:-len(".safetensors")] + ".graph.onnx" if w.name.endswith(".safetensors")
+                       else w.name + ".graph.onnx")
+
+
+def _bn_of(conv_key: str, state: dict) -> str | None:
+    """The BatchNorm that directly follows the convolution ``conv_key`` (``...weight``), by
+    ``predict.fold_batchnorm``'s rule: ``convK``'s ``bnK`` in the same module, or the next
+    entry of a ``Sequential`` (``...0`` -> ``...1``); None if there is none."""
+    path = conv_key[:-len(".weight")]
+    parent, _, last = path.rpartition(".")
+    pre = parent + "." if parent else ""
+    if last.startswith("conv") and last[4:].isdigit():
+        bn = pre + "bn" + last[4:]
+    elif last.isdigit():
+        bn = pre + str(int(last) + 1)
+    else:
+        return None
+    return bn if bn + ".running_var" in state else None
+
+
+def folded_weights(state: dict[str, np.ndarray], eps: float = 1e-5) -> dict[str, np.ndarray]:
+    """The folded network's fp32 tensors from a checkpoint's state (any float dtype):
+    W' = W * s, b' = beta - mu * s (+ b * s), s = gamma / sqrt(var + eps) for each folded
+    pair (s in float64, then fp32, as ``predict.fold_batchnorm``); everything else as it is,
+    in fp32. The folded BatchNorms' tensors are left out."""
+    out: dict[str, np.ndarray] = {}
+    folded_bn: set[str] = set()
+    for k, v in state.items():
+        if not (k.endswith(".weight") and v.ndim == 4):
+            continue
+        bn = _bn_of(k, state)
+        if bn is None:
+            continue
+        gamma, beta = state[bn + ".weight"].astype(np.float32), state[bn + ".bias"].astype(np.float32)
+        mean, var = state[bn + ".running_mean"].astype(np.float32), state[bn + ".running_var"].astype(np.float32)
+        s = (gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)).astype(np.float32)
+        bias = beta - mean * s
+        conv_bias = k[:-len("weight")] + "bias"
+        if conv_bias in state:
+            bias = bias + state[conv_bias].astype(np.float32) * s
+        out[k] = v.astype(np.float32) * s.reshape(-1, 1, 1, 1)
+        out[conv_bias] = bias.astype(np.float32)
+        folded_bn.add(bn)
+    for k, v in state.items():
+        if k in out or k.rpartition(".")[0] in folded_bn or not np.issubdtype(v.dtype, np.floating):
+            continue
+        out[k] = v.astype(np.float32)
+    return out
+
+
+def _softmax_probs(logits: np.ndarray, temperature: float) -> np.ndarray:
+    from .metrics import probs_from_logits
+
+    return probs_from_logits(logits, temperature)
+
+
+class OnnxEmotionClassifier:
+    """A checkpoint ready for batched inference on ONNX Runtime (CPU, fp32).
+
+    ``model_path``: checkpoint (``x.safetensors``, ``x.json`` or stem ``x``; default: the
+    packaged model) with its ``x.graph.onnx``. Missing or invalid files raise ``SetupError``
+    (exit code 3), an option this backend does not run ``UsageError`` (exit code 2). The
+    session is made by :meth:`load`, here unless ``lazy=True`` (then on first use, or in a
+    worker thread that starts it early). ``num_threads``: ONNX Runtime intra-op threads.
+    """
+
+    device = "cpu"
+    precision = "fp32"
+    backend = "onnx"
+
+    def __init__(self, model_path: str | os.PathLike | None = None, batch_size: int = 32, lazy: bool = False,
+                 tta: str = "none", num_threads: int = 1):
+        from .checkpoint import CheckpointError, checkpoint_paths, default_model_path, load_config
+
+        if int(batch_size) < 1:
+            raise UsageError(f"invalid batch size {batch_size!r} (must be >= 1)")
+        if tta not in ONNX_TTA:
+            raise UsageError(f"tta {tta!r} runs with the torch backend only (the ONNX one has "
+                             f"{', '.join(ONNX_TTA)})")
+        self.tta, self.batch_size, self.num_threads = tta, int(batch_size), int(num_threads)
+        path = Path(model_path).expanduser() if model_path else default_model_path()
+        weights, config_path = checkpoint_paths(path)
+        if not weights.is_file():
+            raise SetupError(f"model checkpoint not found: {weights}")
+        if not config_path.is_file():
+            raise SetupError(f"model config not found: {config_path} (it must lie next to {weights.name})")
+        graph = graph_path(weights)
+        if not graph.is_file():
+            raise SetupError(f"no ONNX graph for {weights.name}: {graph.name} is missing (write it with "
+                             "bench/export_classifier_onnx.py, or use --backend torch)")
+        try:
+            config = load_config(weights)
+        except CheckpointError as exc:
+            raise SetupError(f"invalid model checkpoint: {exc}") from None
+        if not config.classes:
+            raise SetupError(f"invalid model checkpoint {weights}: its config lists no classes")
+        self.config = config
+        self.classes: list[str] = list(config.classes)
+        self.weights_path, self.config_path, self.graph_path = weights, config_path, graph
+        self._session = None
+        self._sha256: str | None = None
+        self._lock = threading.Lock()
+        if not lazy:
+            self.load()
+
+    def load(self) -> "OnnxEmotionClassifier":
+        """Read the weights, fold them, and make the ONNX Runtime session; once, thread-safe."""
+        with self._lock:
+            if self._session is not None:
+                return self
+            import onnxruntime as ort
+            from safetensors import SafetensorError
+            from safetensors.numpy import load_file
+
+            from .checkpoint import file_sha256
+
+            try:
+                state = load_file(str(self.weights_path))
+            except (SafetensorError, OSError, ValueError) as exc:
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise SetupError(f"invalid model checkpoint {self.weights_path}: {first}") from None
+            tensors = folded_weights(state)
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = so.inter_op_num_threads = self.num_threads
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            so.log_severity_level = 3
+            try:
+                names = _external_names(self.graph_path)
+                missing = [n for n in names if n not in tensors]
+                if missing:
+                    raise ValueError(f"the checkpoint lacks {len(missing)} of the graph's tensors "
+                                     f"({', '.join(missing[:3])}...)")
+                so.add_external_initializers(names, [ort.OrtValue.ortvalue_from_numpy(tensors[n]) for n in names])
+                self._session = ort.InferenceSession(str(self.graph_path), so, providers=["CPUExecutionProvider"])
+            except Exception as exc:           # onnxruntime's own error types, shape mismatches
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise SetupError(f"cannot run {self.graph_path.name} with {self.weights_path.name}: {first}") from None
+            self._keep = tensors               # the OrtValues share these arrays' memory
+            self._sha256 = file_sha256(self.weights_path)
+        return self
+
+    @property
+    def sha256(self) -> str:
+        if self._sha256 is None:
+            self.load()
+        return self._sha256
+
+    def crop(self, image: np.ndarray, box: Sequence[float],
+             landmarks: Sequence[Sequence[float]] | None = None) -> np.ndarray:
+        """As ``EmotionClassifier.crop`` (``preprocess.crop_face``)."""
+        from .preprocess import crop_face
+
+        return crop_face(image, box, self.config, landmarks)
+
+    def to_input(self, crops: np.ndarray) -> np.ndarray:
+        """uint8 crops (N x H x W gray or N x H x W x 3) -> the network's float32 NCHW input,
+        as ``preprocess.to_tensor``."""
+        c = self.config
+        x = np.asarray(crops)
+        x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
+        x = x.astype(np.float32) / np.float32(255.0)
+        if x.shape[1] == 1 and c.channels == 3:
+            x = np.repeat(x, 3, axis=1)
+        mean = np.asarray(c.mean, dtype=np.float32).reshape(1, -1, 1, 1)
+        std = np.asarray(c.std, dtype=np.float32).reshape(1, -1, 1, 1)
+        return np.ascontiguousarray((x - mean) / std)
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Logits (N x C float32) of a normalised NCHW batch, in chunks of ``batch_size``, a
+        shorter last chunk zero-padded to the next power of two (few input shapes: ONNX
+        Runtime's memory stays flat)."""
+        if self._session is None:
+            self.load()
+        outs = []
+        for i in range(0, len(x), self.batch_size):
+            chunk = x[i:i + self.batch_size]
+            n = len(chunk)
+            padded = min(self.batch_size, 1 << (n - 1).bit_length())
+            if padded != n:
+                chunk = np.concatenate([chunk, np.zeros((padded - n, *chunk.shape[1:]), np.float32)])
+            outs.append(self._session.run(None, {"x": np.ascontiguousarray(chunk, dtype=np.float32)})[0][:n])
+        return np.concatenate(outs) if outs else np.zeros((0, len(self.classes)), np.float32)
+
+    def predict_crops(self, crops: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        """Probabilities (N x C float64) for crops made by :meth:`crop`, as
+        ``EmotionClassifier.predict_crops``: softmax of the logits at the checkpoint's
+        temperature, with flip the mean over each crop and its mirror image."""
+        if len(crops) == 0:
+            return np.zeros((0, len(self.classes)), dtype=np.float64)
+        from .metrics import temperature_for
+
+        x = self.to_input(np.stack([np.asarray(c) for c in crops]))
+        views = [x] if self.tta == "none" else [x, np.ascontiguousarray(x[..., ::-1])]
+        logits = np.stack([self.logits(v) for v in views]).astype(np.float64)
+        return _softmax_probs(logits, temperature_for(self.config, "fp32"))
+
+    def predict(self, image: np.ndarray, boxes: Iterable[Sequence[float]]) -> np.ndarray:
+        return self.predict_crops([self.crop(image, b) for b in boxes])
+
+    def info(self) -> dict[str, Any]:
+        """What the report JSON records about the model (``EmotionClassifier.info``'s keys,
+        and ``backend``)."""
+        from .metrics import temperature_for
+
+        c = self.config
+        return {"name": self.weights_path.stem, "path": str(self.weights_path), "sha256": self.sha256,
+                "classes": list(self.classes), "architecture": c.architecture, "head": c.head, "stem": c.stem,
+                "input_size": c.input_size, "grayscale": c.grayscale, "device": self.device, "tta": self.tta,
+                "precision": self.precision, "backend": self.backend, "alignment": c.alignment,
+                "temperature": temperature_for(c, "fp32"), "version": c.version, "data": c.data,
+                "metrics": c.metrics}
+
+
+def _external_names(graph: Path) -> list[str]:
+    """The names of the graph's initializers (all external), parsed from the file's
+    protobuf (ModelProto field 7 graph -> GraphProto field 5 initializer -> TensorProto
+    field 8 name): the ``onnx`` package, which would read them, is not a dependency of
+    analyze (it imports in ~0.66 s)."""
+    data = graph.read_bytes()
+    names: list[str] = []
+
+    def varint(buf: bytes, i: int) -> tuple[int, int]:
+        shift = result = 0
+        while True:
+            b = buf[i]
+            i += 1
+            result |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return result, i
+            shift += 7
+
+    def fields(buf: bytes):
+        i = 0
+        while i < len(buf):
+            key, i = varint(buf, i)
+            num, wire = key >> 3, key & 7
+            if wire == 0:
+                _, i = varint(buf, i)
+                yield num, None
+            elif wire == 2:
+                n, i = varint(buf, i)
+                yield num, buf[i:i + n]
+                i += n
+            elif wire == 5:
+                i += 4
+                yield num, None
+            elif wire == 1:
+                i += 8
+                yield num, None
+            else:
+                raise ValueError(f"unexpected protobuf wire type {wire} in {graph.name}")
+
+    for num, graph_bytes in fields(data):
+        if num != 7 or graph_bytes is None:
+            continue
+        for gnum, init in fields(graph_bytes):
+            if gnum == 5 and init is not None:
+                for inum, value in fields(init):
+                    if inum == 8 and value is not None:
+                        names.append(value.decode())
+    return names
+
+
+__all__ = ["ONNX_TTA", "OnnxEmotionClassifier", "folded_weights", "graph_path"]
