@@ -20,6 +20,7 @@ tests/test_mtcnn_onnx.py compares it with the torch detector on real clips.
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -187,6 +188,7 @@ class OnnxFaceDetector:
         self.factor = float(factor)
         self._pnet, self._rnet, self._onet = (_session(Path(models) / f"{n}.onnx", num_threads)
                                               for n in ("pnet", "rnet", "onet"))
+        self._local = threading.local()      # the last frame each thread searched: _frame_state
 
     # ------------------------------------------------------------------ public
 
@@ -217,12 +219,12 @@ class OnnxFaceDetector:
         if len(boxes) == 0:
             return []
         h, w = image.shape[:2]
-        batch, hd, wd, scale, min_face_det = self._one_at_detection_scale(image)
+        batch, hd, wd, scale, min_face_det, levels = self._one_at_detection_scale(image)
         factors = np.ones(len(boxes)) if reach is None else np.asarray(reach, dtype=np.float64)
         if factors.shape != (len(boxes),) or not np.all(factors > 0):
             raise ValueError(f"reach must be one positive factor per box, not {reach!r}")
         found = self._near(batch, hd, wd, min_face_det,
-                           np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * scale, factors)
+                           np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * scale, factors, levels)
         return to_detections(*found, scale, h, w, 1, self.min_face)[0]
 
     def refine_near(self, image: np.ndarray, boxes: Sequence[tuple[float, float, float, float]]) -> list[Detection]:
@@ -230,7 +232,7 @@ class OnnxFaceDetector:
         if len(boxes) == 0:
             return []
         h, w = image.shape[:2]
-        batch, hd, wd, scale, min_face_det = self._one_at_detection_scale(image)
+        batch, hd, wd, scale, min_face_det, levels = self._one_at_detection_scale(image)
         b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * scale
         side = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])[:, None]
         jitter = np.asarray(_REFINE_CANDIDATES)
@@ -239,7 +241,7 @@ class OnnxFaceDetector:
         half = side * jitter[:, 2] / 2
         cand = np.stack([cx - half + 1, cy - half + 1, cx + half, cy + half, np.ones_like(cx)],
                         axis=-1).reshape(-1, 5).astype(np.float32)
-        _, _, sources = self._lazy_levels(batch, hd, wd, min_face_det)
+        _, _, sources = self._lazy_levels(batch, hd, wd, min_face_det, levels)
         found = self._refine(sources, cand, np.zeros(len(cand), dtype=np.int64))
         return to_detections(*found, scale, h, w, 1, self.min_face)[0]
 
@@ -259,9 +261,27 @@ class OnnxFaceDetector:
             hd, wd = h, w
         return batch, hd, wd, scale
 
-    def _one_at_detection_scale(self, image: np.ndarray):
+    def _frame_state(self, image: np.ndarray):
+        """(u8 batch at detection scale, its h, w, the scale, its pyramid levels made so far)
+        of one frame, kept for the last frame this thread searched: a region frame that goes
+        from ``refine_near`` to ``detect_near`` to full-frame detection is resized once, and
+        its levels are made once (Pillow's resize costs 3-4x torch's: 16 ms for 1080p ->
+        960x540 on the 2-core machine). The frame is recognised by identity, its data
+        pointer and a strided sample of its pixels, so a buffer refilled in place is not
+        mistaken for the frame before."""
+        key = (id(image), image.__array_interface__["data"][0], image.shape,
+               image[::max(1, image.shape[0] // 7), ::max(1, image.shape[1] // 11)].tobytes())
+        cached = getattr(self._local, "state", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
         batch, hd, wd, scale = self._to_u8_batch([image])
-        return batch, hd, wd, scale, max(float(_PNET_CELL), self.min_face * scale)
+        state = (batch, hd, wd, scale, {})
+        self._local.state = (key, state)
+        return state
+
+    def _one_at_detection_scale(self, image: np.ndarray):
+        batch, hd, wd, scale, levels = self._frame_state(image)
+        return batch, hd, wd, scale, max(float(_PNET_CELL), self.min_face * scale), levels
 
     def _pyramid_scales(self, h: int, w: int, min_face: float) -> list[float]:
         m = _PNET_CELL / min_face
@@ -273,8 +293,15 @@ class OnnxFaceDetector:
             minl *= self.factor
         return scales
 
-    def _lazy_levels(self, batch_u8: np.ndarray, h: int, w: int, min_face: float):
-        levels: dict[int, np.ndarray] = {}
+    def _lazy_levels(self, batch_u8: np.ndarray, h: int, w: int, min_face: float, levels: dict | None = None):
+        """(scales, level(i, size), R/O-net crop sources) of one frame whose pyramid levels
+        are made on first use and kept in ``levels`` ("full": the frame itself)."""
+        levels = {} if levels is None else levels
+
+        def full() -> np.ndarray:
+            if "full" not in levels:
+                levels["full"] = normalise(batch_u8)
+            return levels["full"]
 
         def level(i: int, size: tuple[int, int]) -> np.ndarray:
             if i not in levels:
@@ -285,15 +312,16 @@ class OnnxFaceDetector:
         sizes = [(int(h * s + 1), int(w * s + 1)) for s in scales]
         sources: list = [(sz[1] / w, sz[0] / h, (lambda i=i, sz=sz: level(i, sz))) for i, sz in enumerate(sizes)]
         sources.reverse()   # smallest scale first
-        sources.append((1.0, 1.0, lambda: normalise(batch_u8)))
+        sources.append((1.0, 1.0, full))
         return scales, level, sources
 
     def _pnet_run(self, x: np.ndarray):
         reg, prob = self._pnet.run(None, {"x": x})
         return reg, prob[:, 1]
 
-    def _near(self, batch_u8, h: int, w: int, min_face: float, boxes: np.ndarray, reach: np.ndarray):
-        scales, level, sources = self._lazy_levels(batch_u8, h, w, min_face)
+    def _near(self, batch_u8, h: int, w: int, min_face: float, boxes: np.ndarray, reach: np.ndarray,
+              levels: dict | None = None):
+        scales, level, sources = self._lazy_levels(batch_u8, h, w, min_face, levels)
         sizes = [(int(h * s + 1), int(w * s + 1)) for s in scales]
         side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
         cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
@@ -328,21 +356,25 @@ class OnnxFaceDetector:
 
     def _detect_batch(self, frames: Sequence[np.ndarray]) -> list[list[Detection]]:
         h, w = frames[0].shape[:2]
-        batch, hd, wd, scale = self._to_u8_batch(frames)
+        if len(frames) == 1:        # a keyframe: perhaps searched around its tracks already
+            batch, hd, wd, scale, levels = self._frame_state(frames[0])
+        else:
+            (batch, hd, wd, scale), levels = self._to_u8_batch(frames), {}
         min_face_det = max(float(_PNET_CELL), self.min_face * scale)
-        boxes, image_inds, points = self._cascade(batch, hd, wd, min_face_det)
+        boxes, image_inds, points = self._cascade(batch, hd, wd, min_face_det, levels)
         return to_detections(boxes, image_inds, points, scale, h, w, len(frames), self.min_face)
 
-    def _cascade(self, batch_u8: np.ndarray, h: int, w: int, min_face: float):
-        scales = self._pyramid_scales(h, w, min_face)
+    def _cascade(self, batch_u8: np.ndarray, h: int, w: int, min_face: float, levels: dict):
+        """``FaceDetector._cascade``: P-net over the pyramid (levels made or taken from
+        ``levels``), NMS, then :meth:`_refine`."""
+        scales, make_level, sources = self._lazy_levels(batch_u8, h, w, min_face, levels)
         n = batch_u8.shape[0]
-        all_boxes, all_inds, sources = [], [], []
-        for s in scales:
+        all_boxes, all_inds = [], []
+        for i, s in enumerate(scales):
             size = (int(h * s + 1), int(w * s + 1))
-            level = normalise(resize_u8(batch_u8, size))
-            sources.append((size[1] / w, size[0] / h, level))
+            level = make_level(i, size)
             chunk = max(1, min(n, _PNET_CHUNK_PIXELS // (size[0] * size[1])))
-            outs = [self._pnet_run(level[i:i + chunk]) for i in range(0, n, chunk)]
+            outs = [self._pnet_run(level[j:j + chunk]) for j in range(0, n, chunk)]
             reg = np.concatenate([o[0] for o in outs])
             prob = np.concatenate([o[1] for o in outs])
             boxes_s, inds_s = generate_boxes(reg, prob, s, _STAGE_THRESHOLDS[0])
@@ -355,8 +387,6 @@ class OnnxFaceDetector:
         boxes, image_inds = np.concatenate(all_boxes), np.concatenate(all_inds)
         keep = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
         boxes, image_inds = boxes[keep], image_inds[keep]
-        sources.reverse()
-        sources.append((1.0, 1.0, lambda: normalise(batch_u8)))
         return self._refine(sources, self._regressed_squares(boxes), image_inds)
 
     def _refine(self, sources: list, boxes: np.ndarray, image_inds: np.ndarray):
