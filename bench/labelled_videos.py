@@ -7,7 +7,7 @@ argmax of that face's mean probabilities. Clips whose label the model lacks (MEA
 contempt for a 7-class FER model) are listed but not scored. These clips are a test set:
 never pick a model or a setting on them.
 
-    python bench/labelled_videos.py [--model PATH] [--fps 5] [--precision P] [--tta T]
+    python bench/labelled_videos.py [--model PATH] [--fps 5] [--precision P] [--tta T] [--backend B]
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ def main() -> int:
                     help="analyze's --keyframe-every (default: analyze's default; 1 = full-frame detection)")
     ap.add_argument("--precision", default="auto", help="analyze's --precision (default: auto)")
     ap.add_argument("--tta", default="none", help="analyze's --tta (default: none)")
+    ap.add_argument("--backend", default="torch", help="analyze's --backend (default: torch)")
     ap.add_argument("--shared", default=os.environ.get("FER_VIDEO_SHARED", str(REPO.parent / "shared")))
     a = ap.parse_args()
     import fer_video
@@ -36,12 +37,13 @@ def main() -> int:
     from fer_video.predict import resolve_precision
 
     classes = load_config(a.model or default_model_path()).classes
-    print(f"--precision {a.precision} ({resolve_precision(a.precision, 'cpu')} here) --tta {a.tta}")
+    shown = "fp32" if a.backend == "onnx" else resolve_precision(a.precision, "cpu")
+    print(f"--backend {a.backend} --precision {a.precision} ({shown} here) --tta {a.tta}")
 
     folder = Path(a.shared) / "videos" / "labelled"
     rows = list(csv.DictReader(open(folder / "labels.csv")))
     scored = correct = 0
-    settings = {"fps": a.fps, "precision": a.precision, "tta": a.tta}
+    settings = {"fps": a.fps, "precision": a.precision, "tta": a.tta, "backend": a.backend}
     if a.keyframe_every:
         settings["keyframe_every"] = a.keyframe_every
     if a.model:

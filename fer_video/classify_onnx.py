@@ -140,22 +140,20 @@ class OnnxEmotionClassifier:
         with self._lock:
             if self._session is not None:
                 return self
-            import onnxruntime as ort
             from safetensors import SafetensorError
             from safetensors.numpy import load_file
 
             from .checkpoint import file_sha256
+            from .onnxrt import import_onnxruntime, session_options
 
+            ort = import_onnxruntime()
             try:
                 state = load_file(str(self.weights_path))
             except (SafetensorError, OSError, ValueError) as exc:
                 first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise SetupError(f"invalid model checkpoint {self.weights_path}: {first}") from None
             tensors = folded_weights(state)
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = so.inter_op_num_threads = self.num_threads
-            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            so.log_severity_level = 3
+            so = session_options(self.num_threads)
             try:
                 names = _external_names(self.graph_path)
                 missing = [n for n in names if n not in tensors]

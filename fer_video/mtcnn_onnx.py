@@ -37,12 +37,10 @@ _EMPTY = (np.zeros((0, 5)), np.zeros((0,), dtype=np.int64), np.zeros((0, 5, 2)))
 
 
 def _session(path: Path, threads: int):
-    import onnxruntime as ort
+    from .onnxrt import import_onnxruntime, session_options
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = so.inter_op_num_threads = int(threads)
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")   # leave the other core alone
-    so.log_severity_level = 3
+    ort = import_onnxruntime()
+    so = session_options(threads)
     try:
         return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     except Exception as exc:       # onnxruntime raises its own types for unreadable models

@@ -55,7 +55,7 @@ def test_lower_layers_never_import_higher_ones():
     graph = _graph()
     assert "executors" in graph and "ray_executor" not in graph
     above_pipeline = {"job", "batch", "report_folder", "executors", "cli", "api"}
-    for stage in ("records", "errors", "threads", "atomic", "decode", "probe", "input_file",
+    for stage in ("records", "errors", "threads", "atomic", "onnxrt", "decode", "probe", "input_file",
                   "detect", "mtcnn", "mtcnn_onnx", "keyframes", "track", "aggregate", "classify",
                   "classify_onnx"):
         assert not graph[stage] & (above_pipeline | {"pipeline"}), stage
