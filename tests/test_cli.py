@@ -79,7 +79,7 @@ def test_analyze_options_are_the_settings_fields(capsys):
     assert main(["analyze", "--help"]) == 0
     text = capsys.readouterr().out
     options = [f for f in fields(Settings) if f.metadata.get("help")]
-    assert len(options) == 15
+    assert len(options) == 16          # --backend (session 19) is the 16th
     for f in options:
         assert flag(f) in text
     args = build_parser().parse_args(["analyze", "x.mp4"])
