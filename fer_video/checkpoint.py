@@ -11,7 +11,10 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 
 FORMAT = "fer-video-checkpoint"
@@ -78,7 +81,6 @@ def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
 def save_checkpoint(model: torch.nn.Module, config: ModelConfig, path: str | os.PathLike,
                     dtype: torch.dtype | None = None) -> tuple[Path, Path]:
     """Write weights and config atomically (temp file + rename), optionally cast (e.g. fp16)."""
-    import torch
     from safetensors.torch import save_file
 
     weights_path, config_path = checkpoint_paths(path)

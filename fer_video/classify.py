@@ -58,6 +58,59 @@ def _load_network(weights: Path, config, device: str, as_float32: bool = True):
     return model
 
 
+def open_checkpoint(model_path: str | os.PathLike | None):
+    """(weights path, config path, ``ModelConfig``) of a checkpoint (``x.safetensors``,
+    ``x.json`` or stem ``x``; None: the packaged model), its files checked: a missing file
+    or an invalid config is a one-line ``SetupError`` (exit code 3)."""
+    from .checkpoint import CheckpointError, checkpoint_paths, default_model_path, load_config
+
+    path = Path(model_path).expanduser() if model_path else default_model_path()
+    weights, config_path = checkpoint_paths(path)
+    if not weights.is_file():
+        hint = (" (the default model is not installed yet; pass --model PATH)"
+                if path.resolve() == default_model_path().resolve() else "")
+        raise SetupError(f"model checkpoint not found: {weights}{hint}")
+    if not config_path.is_file():
+        raise SetupError(f"model config not found: {config_path} (it must lie next to {weights.name})")
+    try:
+        config = load_config(weights)
+    except CheckpointError as exc:
+        raise SetupError(f"invalid model checkpoint: {exc}") from None
+    if not config.classes:
+        raise SetupError(f"invalid model checkpoint {weights}: its config lists no classes")
+    return weights, config_path, config
+
+
+def model_info(config, weights_path: Path, sha256: str, *, device: str, tta: str, precision: str,
+               backend: str) -> dict[str, Any]:
+    """The report JSON's ``model``: the checkpoint's name, path, hash, classes, architecture
+    and preprocessing, and how it ran (device, tta, precision, backend; ``temperature``: the
+    one its probabilities were computed at, ``metrics.temperature_for`` the precision)."""
+    from .metrics import temperature_for
+
+    c = config
+    return {
+        "name": weights_path.stem,
+        "path": str(weights_path),
+        "sha256": sha256,
+        "classes": list(c.classes),
+        "architecture": c.architecture,
+        "head": c.head,
+        "stem": c.stem,
+        "input_size": c.input_size,
+        "grayscale": c.grayscale,
+        "device": device,
+        "tta": tta,
+        "precision": precision,
+        "backend": backend,
+        "alignment": c.alignment,
+        "temperature": temperature_for(c, precision),
+        "version": c.version,
+        "data": c.data,
+        "metrics": c.metrics,
+    }
+
+
 class EmotionClassifier:
     """A checkpoint ready for batched inference.
 
@@ -72,7 +125,6 @@ class EmotionClassifier:
 
     def __init__(self, model_path: str | os.PathLike | None = None, device: str = "auto",
                  batch_size: int = 32, lazy: bool = False, tta: str = "none", precision: str = "auto"):
-        from .checkpoint import CheckpointError, checkpoint_paths, default_model_path, load_config
         from .recipe import TTA_MODES
 
         if int(batch_size) < 1:
@@ -88,20 +140,7 @@ class EmotionClassifier:
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         self.batch_size = int(batch_size)
-        path = Path(model_path).expanduser() if model_path else default_model_path()
-        weights, config_path = checkpoint_paths(path)
-        if not weights.is_file():
-            hint = (" (the default model is not installed yet; pass --model PATH)"
-                    if path.resolve() == default_model_path().resolve() else "")
-            raise SetupError(f"model checkpoint not found: {weights}{hint}")
-        if not config_path.is_file():
-            raise SetupError(f"model config not found: {config_path} (it must lie next to {weights.name})")
-        try:
-            config = load_config(weights)
-        except CheckpointError as exc:
-            raise SetupError(f"invalid model checkpoint: {exc}") from None
-        if not config.classes:
-            raise SetupError(f"invalid model checkpoint {weights}: its config lists no classes")
+        weights, config_path, config = open_checkpoint(model_path)
         if self.precision == "int8":
             from .int8 import Int8Unavailable, require_ranges
 
@@ -202,26 +241,5 @@ class EmotionClassifier:
     def info(self) -> dict[str, Any]:
         """What the report JSON records about the model (``temperature``: the one its
         probabilities were computed at, ``predict.temperature_for`` its precision)."""
-        from .predict import temperature_for
-
-        c = self.config
-        return {
-            "name": self.weights_path.stem,
-            "path": str(self.weights_path),
-            "sha256": self.sha256,
-            "classes": list(self.classes),
-            "architecture": c.architecture,
-            "head": c.head,
-            "stem": c.stem,
-            "input_size": c.input_size,
-            "grayscale": c.grayscale,
-            "device": self.device,
-            "tta": self.tta,
-            "precision": self.precision,
-            "backend": "torch",
-            "alignment": c.alignment,
-            "temperature": temperature_for(c, self.precision),
-            "version": c.version,
-            "data": c.data,
-            "metrics": c.metrics,
-        }
+        return model_info(self.config, self.weights_path, self.sha256, device=self.device, tta=self.tta,
+                          precision=self.precision, backend="torch")

@@ -18,10 +18,11 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from .classify import EmotionClassifier, open_checkpoint
 from .errors import SetupError, UsageError
 
 ONNX_TTA = ("none", "flip")
@@ -102,30 +103,17 @@ class OnnxEmotionClassifier:
 
     def __init__(self, model_path: str | os.PathLike | None = None, batch_size: int = 32, lazy: bool = False,
                  tta: str = "none", num_threads: int = 1):
-        from .checkpoint import CheckpointError, checkpoint_paths, default_model_path, load_config
-
         if int(batch_size) < 1:
             raise UsageError(f"invalid batch size {batch_size!r} (must be >= 1)")
         if tta not in ONNX_TTA:
             raise UsageError(f"tta {tta!r} runs with the torch backend only (the ONNX one has "
                              f"{', '.join(ONNX_TTA)})")
         self.tta, self.batch_size, self.num_threads = tta, int(batch_size), int(num_threads)
-        path = Path(model_path).expanduser() if model_path else default_model_path()
-        weights, config_path = checkpoint_paths(path)
-        if not weights.is_file():
-            raise SetupError(f"model checkpoint not found: {weights}")
-        if not config_path.is_file():
-            raise SetupError(f"model config not found: {config_path} (it must lie next to {weights.name})")
+        weights, config_path, config = open_checkpoint(model_path)
         graph = graph_path(weights)
         if not graph.is_file():
             raise SetupError(f"no ONNX graph for {weights.name}: {graph.name} is missing (write it with "
                              "bench/export_classifier_onnx.py, or use --backend torch)")
-        try:
-            config = load_config(weights)
-        except CheckpointError as exc:
-            raise SetupError(f"invalid model checkpoint: {exc}") from None
-        if not config.classes:
-            raise SetupError(f"invalid model checkpoint {weights}: its config lists no classes")
         self.config = config
         self.classes: list[str] = list(config.classes)
         self.weights_path, self.config_path, self.graph_path = weights, config_path, graph
@@ -175,12 +163,8 @@ class OnnxEmotionClassifier:
             self.load()
         return self._sha256
 
-    def crop(self, image: np.ndarray, box: Sequence[float],
-             landmarks: Sequence[Sequence[float]] | None = None) -> np.ndarray:
-        """As ``EmotionClassifier.crop`` (``preprocess.crop_face``)."""
-        from .preprocess import crop_face
-
-        return crop_face(image, box, self.config, landmarks)
+    # the same crops as the torch classifier's (``preprocess.crop_face``, from self.config)
+    crop = EmotionClassifier.crop
 
     def to_input(self, crops: np.ndarray) -> np.ndarray:
         """uint8 crops (N x H x W gray or N x H x W x 3) -> the network's float32 NCHW input,
@@ -224,21 +208,14 @@ class OnnxEmotionClassifier:
         logits = np.stack([self.logits(v) for v in views]).astype(np.float64)
         return _softmax_probs(logits, temperature_for(self.config, "fp32"))
 
-    def predict(self, image: np.ndarray, boxes: Iterable[Sequence[float]]) -> np.ndarray:
-        return self.predict_crops([self.crop(image, b) for b in boxes])
+    predict = EmotionClassifier.predict        # probabilities of one frame's boxes
 
     def info(self) -> dict[str, Any]:
-        """What the report JSON records about the model (``EmotionClassifier.info``'s keys,
-        and ``backend``)."""
-        from .metrics import temperature_for
+        """What the report JSON records about the model (``classify.model_info``)."""
+        from .classify import model_info
 
-        c = self.config
-        return {"name": self.weights_path.stem, "path": str(self.weights_path), "sha256": self.sha256,
-                "classes": list(self.classes), "architecture": c.architecture, "head": c.head, "stem": c.stem,
-                "input_size": c.input_size, "grayscale": c.grayscale, "device": self.device, "tta": self.tta,
-                "precision": self.precision, "backend": self.backend, "alignment": c.alignment,
-                "temperature": temperature_for(c, "fp32"), "version": c.version, "data": c.data,
-                "metrics": c.metrics}
+        return model_info(self.config, self.weights_path, self.sha256, device=self.device, tta=self.tta,
+                          precision=self.precision, backend=self.backend)
 
 
 def _external_names(graph: Path) -> list[str]:

@@ -64,7 +64,74 @@ _REFINE_CANDIDATES = ((0.0, 0.0, 1.0), (0.15, 0.0, 1.0), (-0.15, 0.0, 1.0), (0.0
                       (0.0, -0.15, 1.0), (0.0, 0.0, 0.85), (0.0, 0.0, 1.18))
 
 
-class FaceDetector:
+class CascadeOptions:
+    """What both MTCNN detectors (this module's on torch, ``mtcnn_onnx``'s on ONNX Runtime)
+    share and that runs no network: the options and their checks, the batching of
+    :meth:`detect`, the detection scale and the pyramid's scales. A subclass provides
+    ``_detect_batch(frames)``."""
+
+    def _set_options(self, min_face: float, threshold: float, max_side: Optional[int], batch_size: int,
+                     factor: float) -> None:
+        if not min_face > 0:
+            raise ValueError(f"min_face must be > 0 pixels, not {min_face!r}")
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], not {threshold!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, not {batch_size!r}")
+        if not 0.1 <= factor < 1.0:
+            raise ValueError(f"factor must be in [0.1, 1), not {factor!r}")
+        if max_side and max_side < _PNET_CELL:
+            raise ValueError(f"max_side must be >= {_PNET_CELL} pixels, not {max_side!r}")
+        self.min_face = float(min_face)
+        self.threshold = float(threshold)
+        self.max_side = int(max_side) if max_side else None
+        self.batch_size = int(batch_size)
+        self.factor = float(factor)
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        """Faces in each image: one list per image (possibly empty), strongest first.
+
+        ``images`` are HxWx3 uint8 RGB arrays (e.g. ``SampledFrame.image``). Consecutive
+        images of the same size are batched ``batch_size`` at a time. Thread-safe: the
+        detector holds no per-call state, so several threads may call it at once.
+        """
+        results: list[list[Detection]] = []
+        i = 0
+        n = len(images)
+        while i < n:
+            shape = images[i].shape
+            j = i + 1
+            while j < n and j - i < self.batch_size and images[j].shape == shape:
+                j += 1
+            results.extend(self._detect_batch(images[i:j]))
+            i = j
+        return results
+
+    def detect_one(self, image: np.ndarray) -> list[Detection]:
+        """Full-frame detection of one frame (a keyframe of track-guided detection): as
+        ``detect([image])[0]``."""
+        return self._detect_batch([image])[0]
+
+    def detection_scale(self, height: int, width: int) -> float:
+        """The factor frames of this size are resized by for detection (<= 1)."""
+        if self.max_side and max(height, width) > self.max_side:
+            return self.max_side / max(height, width)
+        return 1.0
+
+    def _pyramid_scales(self, h: int, w: int, min_face: float) -> list[float]:
+        """P-net's pyramid scales for an ``h`` x ``w`` detection-scale frame, largest first."""
+        m = _PNET_CELL / min_face
+        minl = min(h, w) * m
+        scales = []
+        s = m
+        while minl >= _PNET_CELL:
+            scales.append(s)
+            s *= self.factor
+            minl *= self.factor
+        return scales
+
+
+class FaceDetector(CascadeOptions):
     """Find all faces in RGB frames with MTCNN.
 
     device:      torch device for the networks ("cpu", "cuda", ...).
@@ -86,49 +153,16 @@ class FaceDetector:
     def __init__(self, device="cpu", min_face: float = 20, threshold: float = 0.9,
                  max_side: Optional[int] = 960, batch_size: int = 8,
                  num_threads: Optional[int] = None, factor: float = 0.709):
-        if not min_face > 0:
-            raise ValueError(f"min_face must be > 0 pixels, not {min_face!r}")
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], not {threshold!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, not {batch_size!r}")
-        if not 0.1 <= factor < 1.0:
-            raise ValueError(f"factor must be in [0.1, 1), not {factor!r}")
-        if max_side and max_side < _PNET_CELL:
-            raise ValueError(f"max_side must be >= {_PNET_CELL} pixels, not {max_side!r}")
+        self._set_options(min_face, threshold, max_side, batch_size, factor)
         folder = weights_dir()
         import torch
         if num_threads:
             torch.set_num_threads(int(num_threads))
         self._torch = torch
         self.device = torch.device(device)
-        self.min_face = float(min_face)
-        self.threshold = float(threshold)
-        self.max_side = int(max_side) if max_side else None
-        self.batch_size = int(batch_size)
-        self.factor = float(factor)
         self._pnet, self._rnet, self._onet = load_networks(folder, self.device)
 
     # ------------------------------------------------------------------ public
-
-    def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
-        """Faces in each image: one list per image (possibly empty), strongest first.
-
-        ``images`` are HxWx3 uint8 RGB arrays (e.g. ``SampledFrame.image``). Consecutive
-        images of the same size are batched ``batch_size`` at a time. Thread-safe: the
-        detector holds no per-call state, so several threads may call it at once.
-        """
-        results: list[list[Detection]] = []
-        i = 0
-        n = len(images)
-        while i < n:
-            shape = images[i].shape
-            j = i + 1
-            while j < n and j - i < self.batch_size and images[j].shape == shape:
-                j += 1
-            results.extend(self._detect_batch(images[i:j]))
-            i = j
-        return results
 
     def detect_near(self, image: np.ndarray,
                     boxes: Sequence[tuple[float, float, float, float]],
@@ -261,18 +295,7 @@ class FaceDetector:
         return self._refine(sources, cand, torch.zeros(len(cand), dtype=torch.long,
                                                        device=cand.device))
 
-    def detection_scale(self, height: int, width: int) -> float:
-        """The factor frames of this size are resized by for detection (<= 1)."""
-        if self.max_side and max(height, width) > self.max_side:
-            return self.max_side / max(height, width)
-        return 1.0
-
     # ------------------------------------------------------------------ cascade
-
-    def detect_one(self, image: np.ndarray) -> list[Detection]:
-        """Full-frame detection of one frame (a keyframe of track-guided detection): as
-        ``detect([image])[0]``."""
-        return self._detect_batch([image])[0]
 
     def _detect_batch(self, frames: Sequence[np.ndarray]) -> list[list[Detection]]:
         torch = self._torch
@@ -299,18 +322,6 @@ class FaceDetector:
         else:
             hd, wd = h, w
         return batch, hd, wd, scale
-
-    def _pyramid_scales(self, h: int, w: int, min_face: float) -> list[float]:
-        """P-net's pyramid scales for an ``h`` x ``w`` detection-scale frame, largest first."""
-        m = _PNET_CELL / min_face
-        minl = min(h, w) * m
-        scales = []
-        s = m
-        while minl >= _PNET_CELL:
-            scales.append(s)
-            s *= self.factor
-            minl *= self.factor
-        return scales
 
     def _cascade(self, batch_u8, h: int, w: int, min_face: float):
         """facenet-pytorch's ``detect_face`` on a uint8 NCHW (channels-last) batch.
@@ -448,5 +459,5 @@ class FaceDetector:
         return tuple(torch.cat(v, dim=0) for v in zip(*outs))
 
 
-__all__ = ["FaceDetector", "INSTALL_HINT", "Keyframes", "ROI_REACH_MISSED", "ROI_REGION",
+__all__ = ["CascadeOptions", "FaceDetector", "INSTALL_HINT", "Keyframes", "ROI_REACH_MISSED", "ROI_REGION",
            "SHOT_CUT_DISTANCE", "frame_signature", "is_shot_cut", "weights_dir"]

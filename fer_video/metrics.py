@@ -4,8 +4,12 @@ Every number these produce is defined in docs/training.md."""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .checkpoint import ModelConfig
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarray:
@@ -85,7 +89,7 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
     return float(math.exp((lo + hi) / 2))
 
 
-def temperature_for(config: "ModelConfig", precision: str = "fp32") -> float:
+def temperature_for(config: ModelConfig, precision: str = "fp32") -> float:
     """The calibrated temperature of ``precision``'s logits: ``config.int8["temperature"]``
     for int8 (fitted on int8's own logits: rounding makes them a little less sharp, and the
     fp32 temperature then over-corrects), else ``config.temperature``."""

@@ -27,7 +27,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .detect import (_ONET_ROWS, _PNET_CELL, _PNET_CHUNK_PIXELS, _REFINE_CANDIDATES, _RNET_ROWS,
-                     _ROI_LEVELS, _STAGE_THRESHOLDS, ROI_REGION)
+                     _ROI_LEVELS, _STAGE_THRESHOLDS, ROI_REGION, CascadeOptions)
 from .errors import SetupError
 from .mtcnn import _nms, to_detections
 from .records import Detection
@@ -158,58 +158,23 @@ def crop_resize(level: np.ndarray, edges: np.ndarray, image_inds: np.ndarray, si
     return np.ascontiguousarray(out.reshape(k, size, channels, size).transpose(0, 2, 1, 3))
 
 
-class OnnxFaceDetector:
+class OnnxFaceDetector(CascadeOptions):
     """:class:`fer_video.detect.FaceDetector` on ONNX Runtime (same options, minus
     ``device``; ``num_threads``: ONNX Runtime intra-op threads, default 1)."""
 
     def __init__(self, min_face: float = 20, threshold: float = 0.9, max_side: Optional[int] = 960,
                  batch_size: int = 8, num_threads: int = 1, factor: float = 0.709,
                  models: Path = MODELS):
-        if not min_face > 0:
-            raise ValueError(f"min_face must be > 0 pixels, not {min_face!r}")
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], not {threshold!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, not {batch_size!r}")
-        if not 0.1 <= factor < 1.0:
-            raise ValueError(f"factor must be in [0.1, 1), not {factor!r}")
-        if max_side and max_side < _PNET_CELL:
-            raise ValueError(f"max_side must be >= {_PNET_CELL} pixels, not {max_side!r}")
+        self._set_options(min_face, threshold, max_side, batch_size, factor)
         missing = [n for n in ("pnet", "rnet", "onet") if not (Path(models) / f"{n}.onnx").is_file()]
         if missing:
             raise SetupError(f"MTCNN networks missing in {models}: {', '.join(m + '.onnx' for m in missing)} "
                              "(write them with bench/export_mtcnn_onnx.py)")
-        self.min_face = float(min_face)
-        self.threshold = float(threshold)
-        self.max_side = int(max_side) if max_side else None
-        self.batch_size = int(batch_size)
-        self.factor = float(factor)
         self._pnet, self._rnet, self._onet = (_session(Path(models) / f"{n}.onnx", num_threads)
                                               for n in ("pnet", "rnet", "onet"))
         self._local = threading.local()      # the last frame each thread searched: _frame_state
 
     # ------------------------------------------------------------------ public
-
-    def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
-        """As ``FaceDetector.detect``."""
-        results: list[list[Detection]] = []
-        i, n = 0, len(images)
-        while i < n:
-            shape = images[i].shape
-            j = i + 1
-            while j < n and j - i < self.batch_size and images[j].shape == shape:
-                j += 1
-            results.extend(self._detect_batch(images[i:j]))
-            i = j
-        return results
-
-    def detect_one(self, image: np.ndarray) -> list[Detection]:
-        return self._detect_batch([image])[0]
-
-    def detection_scale(self, height: int, width: int) -> float:
-        if self.max_side and max(height, width) > self.max_side:
-            return self.max_side / max(height, width)
-        return 1.0
 
     def detect_near(self, image: np.ndarray, boxes: Sequence[tuple[float, float, float, float]],
                     reach: Optional[Sequence[float]] = None) -> list[Detection]:
@@ -280,16 +245,6 @@ class OnnxFaceDetector:
     def _one_at_detection_scale(self, image: np.ndarray):
         batch, hd, wd, scale, levels = self._frame_state(image)
         return batch, hd, wd, scale, max(float(_PNET_CELL), self.min_face * scale), levels
-
-    def _pyramid_scales(self, h: int, w: int, min_face: float) -> list[float]:
-        m = _PNET_CELL / min_face
-        minl = min(h, w) * m
-        scales, s = [], m
-        while minl >= _PNET_CELL:
-            scales.append(s)
-            s *= self.factor
-            minl *= self.factor
-        return scales
 
     def _lazy_levels(self, batch_u8: np.ndarray, h: int, w: int, min_face: float, levels: dict | None = None):
         """(scales, level(i, size), R/O-net crop sources) of one frame whose pyramid levels

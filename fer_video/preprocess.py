@@ -5,12 +5,15 @@ channels, mean/std, crop margin), so inference cannot disagree with training.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 from PIL import Image
 
 from .checkpoint import ModelConfig
+
+if TYPE_CHECKING:
+    import torch
 from .recipe import TTA_MODES
 
 _RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
