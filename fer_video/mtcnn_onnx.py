@@ -58,6 +58,20 @@ def resize_u8(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.BILINEAR)) for f in frames])
 
 
+def resize_block(frame_u8: np.ndarray, size: tuple[int, int], block: tuple[int, int, int, int]) -> np.ndarray:
+    """Pixels ``block`` = (x0, y0, x1, y1) of ``frame_u8`` (H x W x 3) resized to ``size``
+    (height, width), as 1 x h x w x 3: Pillow's resize of just that box, the same values as
+    the block of the whole resized frame (the same filter positions and weights, clipped to
+    the frame, not to the box)."""
+    from PIL import Image
+
+    h, w = frame_u8.shape[:2]
+    lh, lw = size
+    x0, y0, x1, y1 = block
+    box = (x0 * w / lw, y0 * h / lh, x1 * w / lw, y1 * h / lh)
+    return np.asarray(Image.fromarray(frame_u8).resize((x1 - x0, y1 - y0), Image.BILINEAR, box=box))[None]
+
+
 def normalise(frames_u8: np.ndarray) -> np.ndarray:
     """uint8 NHWC -> float32 NCHW, (x - 127.5) / 128 as ``mtcnn.normalise`` computes it."""
     x = frames_u8.astype(np.float32)
@@ -136,24 +150,28 @@ def _axis_weights(lo: np.ndarray, hi: np.ndarray, size: int, limit: int):
     return first, mat
 
 
-def crop_resize(level: np.ndarray, edges: np.ndarray, image_inds: np.ndarray, size: int) -> np.ndarray:
+def crop_resize(level: np.ndarray, edges: np.ndarray, image_inds: np.ndarray, size: int,
+                origin: tuple[int, int] = (0, 0), limits: tuple[int, int] | None = None) -> np.ndarray:
     """``mtcnn.crop_resize`` in numpy: crops of ``level`` (NCHW float32) inside ``edges``
     (K x [x1, y1, x2, y2] pixel edges), resized to ``size`` by 2x2 bilinear samples per
     output pixel averaged, zeros outside the level; as two small matrix products per crop
-    (:func:`_axis_weights`) on the block of the level each crop covers."""
-    _, channels, lh, lw = level.shape
+    (:func:`_axis_weights`) on the block of the level each crop covers. ``level`` may be a
+    block of the level: its pixel (0, 0) is the level's ``origin`` (x, y), and ``limits``
+    (width, height) are the whole level's, outside which samples are zero."""
+    _, channels, bh, bw = level.shape
+    lw, lh = limits if limits is not None else (bw, bh)
     k = len(edges)
     e = edges.astype(np.float32)
     x0, ax = _axis_weights(e[:, 0], e[:, 2], size, lw)                  # K, K x S x Bw
     y0, ay = _axis_weights(e[:, 1], e[:, 3], size, lh)                  # K, K x S x Bh
-    cols = np.clip(x0[:, None] + np.arange(ax.shape[2]), 0, lw - 1)     # K x Bw
-    rows = np.clip(y0[:, None] + np.arange(ay.shape[2]), 0, lh - 1)     # K x Bh
+    cols = np.clip(np.clip(x0[:, None] + np.arange(ax.shape[2]), 0, lw - 1) - origin[0], 0, bw - 1)
+    rows = np.clip(np.clip(y0[:, None] + np.arange(ay.shape[2]), 0, lh - 1) - origin[1], 0, bh - 1)
     img = np.asarray(image_inds, dtype=np.int64)
     nhwc = level.transpose(0, 2, 3, 1)
     blocks = nhwc[img[:, None, None], rows[:, :, None], cols[:, None, :]]    # K x Bh x Bw x C
-    bh, bw = blocks.shape[1:3]
-    t = np.matmul(ay, blocks.reshape(k, bh, bw * channels))                 # K x S x Bw*C
-    t = t.reshape(k, size, bw, channels).transpose(0, 1, 3, 2).reshape(k, size * channels, bw)
+    nh, nw = blocks.shape[1:3]
+    t = np.matmul(ay, blocks.reshape(k, nh, nw * channels))                 # K x S x Bw*C
+    t = t.reshape(k, size, nw, channels).transpose(0, 1, 3, 2).reshape(k, size * channels, nw)
     out = np.matmul(t, ax.transpose(0, 2, 1))                               # K x S*C x S
     return np.ascontiguousarray(out.reshape(k, size, channels, size).transpose(0, 2, 1, 3))
 
@@ -248,7 +266,9 @@ class OnnxFaceDetector(CascadeOptions):
 
     def _lazy_levels(self, batch_u8: np.ndarray, h: int, w: int, min_face: float, levels: dict | None = None):
         """(scales, level(i, size), R/O-net crop sources) of one frame whose pyramid levels
-        are made on first use and kept in ``levels`` ("full": the frame itself)."""
+        are made on first use and kept in ``levels`` ("full": the frame itself). Each source
+        is (x scale, y scale, the level or a function making it, a function making a block
+        of it, or None): a region search of one frame resizes only the blocks it reads."""
         levels = {} if levels is None else levels
 
         def full() -> np.ndarray:
@@ -261,11 +281,20 @@ class OnnxFaceDetector(CascadeOptions):
                 levels[i] = normalise(resize_u8(batch_u8, size))
             return levels[i]
 
+        def block(i: int, size: tuple[int, int], x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+            if i in levels or len(batch_u8) != 1:
+                return level(i, size)[:, :, y0:y1, x0:x1]
+            return normalise(resize_block(batch_u8[0], size, (x0, y0, x1, y1)))
+
         scales = self._pyramid_scales(h, w, min_face)
         sizes = [(int(h * s + 1), int(w * s + 1)) for s in scales]
-        sources: list = [(sz[1] / w, sz[0] / h, (lambda i=i, sz=sz: level(i, sz))) for i, sz in enumerate(sizes)]
+        one = len(batch_u8) == 1            # blocks for one frame only (crops index their frame)
+        sources: list = [(sz[1] / w, sz[0] / h, (lambda i=i, sz=sz: level(i, sz)),
+                          (lambda *b, i=i, sz=sz: block(i, sz, *b)) if one else None, sz)
+                         for i, sz in enumerate(sizes)]
         sources.reverse()   # smallest scale first
-        sources.append((1.0, 1.0, full))
+        sources.append((1.0, 1.0, full, None, (h, w)))
+        self._block = block
         return scales, level, sources
 
     def _pnet_run(self, x: np.ndarray):
@@ -287,7 +316,7 @@ class OnnxFaceDetector(CascadeOptions):
                 x1, y1 = min(size[1], int(cx[k] * s + half) + 1), min(size[0], int(cy[k] * s + half) + 1)
                 if x1 - x0 < _PNET_CELL or y1 - y0 < _PNET_CELL:
                     continue
-                window = np.ascontiguousarray(level(i, size)[:, :, y0:y1, x0:x1])
+                window = np.ascontiguousarray(self._block(i, size, x0, y0, x1, y1))
                 reg, prob = self._pnet_run(window)
                 found, _ = generate_boxes(reg, prob, s, _STAGE_THRESHOLDS[0], offset=(x0 // 2, y0 // 2))
                 if len(found):
@@ -369,20 +398,33 @@ class OnnxFaceDetector(CascadeOptions):
         return boxes[keep], image_inds[keep], points[keep]
 
     def _crops(self, sources: list, boxes: np.ndarray, image_inds: np.ndarray, size: int) -> np.ndarray:
+        """As ``FaceDetector._crops``; a level not made yet is, where the boxes cut from it
+        cover less than half of it, resized only in the block they read (the boxes' sample
+        taps and one pixel more; zeros outside the level stay zeros: block edges inside the
+        level lie beyond every tap)."""
         edges = np.stack([boxes[:, 0] - 1, boxes[:, 1] - 1, boxes[:, 2], boxes[:, 3]], axis=1).astype(np.float32)
         side = np.maximum(edges[:, 2] - edges[:, 0], edges[:, 3] - edges[:, 1])
         out = np.empty((len(boxes), 3, size, size), dtype=np.float32)
         todo = np.ones(len(boxes), dtype=bool)
-        for i, (sx, sy, level) in enumerate(sources):
+        for i, (sx, sy, level, block, (lh, lw)) in enumerate(sources):
             last = i == len(sources) - 1
             sel = todo if last else todo & (side * np.float32(min(sx, sy)) >= size)
             if not sel.any():
                 continue
+            scale = np.asarray([sx, sy, sx, sy], dtype=np.float32)
+            e = edges[sel] * scale
+            if callable(level) and block is not None:
+                x0, y0 = max(0, int(np.floor(e[:, 0].min())) - 2), max(0, int(np.floor(e[:, 1].min())) - 2)
+                x1, y1 = min(lw, int(np.ceil(e[:, 2].max())) + 2), min(lh, int(np.ceil(e[:, 3].max())) + 2)
+                if x1 > x0 and y1 > y0 and (x1 - x0) * (y1 - y0) * 2 < lw * lh:
+                    out[sel] = crop_resize(block(x0, y0, x1, y1), e, np.zeros(int(sel.sum()), np.int64), size,
+                                           origin=(x0, y0), limits=(lw, lh))
+                    todo &= ~sel
+                    continue
             if callable(level):
                 level = level()
-                sources[i] = (sx, sy, level)
-            scale = np.asarray([sx, sy, sx, sy], dtype=np.float32)
-            out[sel] = crop_resize(level, edges[sel] * scale, image_inds[sel], size)
+                sources[i] = (sx, sy, level, block, (lh, lw))
+            out[sel] = crop_resize(level, e, image_inds[sel], size)
             todo &= ~sel
         return out
 

@@ -70,6 +70,13 @@ def test_crops_are_the_torch_detectors_crops():
     for size in (24, 48):
         ref = mtcnn.crop_resize(torch.from_numpy(level), torch.from_numpy(edges), torch.from_numpy(inds), size)
         np.testing.assert_allclose(crop_resize(level, edges, inds, size), ref.numpy(), atol=1e-5)
+    # from a block of the level (what a region frame resizes): the same crops, zeros only
+    # outside the level itself
+    inside = np.array([[10.2, 12.7, 30.1, 31.6], [20.0, 5.0, 50.0, 35.0]], np.float32)
+    for e, (x0, y0, x1, y1) in ((inside, (8, 3, 53, 38)), (edges[2:], (38, 0, 57, 29))):
+        got = crop_resize(level[1:2, :, y0:y1, x0:x1], e, np.zeros(len(e), np.int64), 24,
+                          origin=(x0, y0), limits=(57, 40))
+        np.testing.assert_allclose(got, crop_resize(level, e, np.ones(len(e), np.int64), 24), atol=1e-6)
 
 
 def test_it_finds_the_faces_the_torch_detector_finds_on_a_real_clip(frames):
