@@ -116,3 +116,13 @@ def test_onnx_backend_options_it_cannot_run_exit_2(samples, tmp_path, args, mess
     p, _ = _analyze([str(samples / "pyfeat_single_face.mp4"), "--backend", "onnx", *args], tmp_path)
     assert p.returncode == 2, p.stderr
     assert message in p.stderr and "Traceback" not in p.stderr
+
+
+def test_the_python_api_with_the_onnx_backend_never_imports_torch(samples):
+    code = ("import sys, fer_video; "
+            f"frames, faces = fer_video.analyze({str(samples / 'pyfeat_single_face.mp4')!r}, backend='onnx'); "
+            "print(len(frames), len(faces), faces[0].dominant_emotion in faces[0].mean_probs, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    n_rows, n_faces, known, torch_loaded = out.stdout.split()
+    assert int(n_rows) >= 10 and n_faces == "1" and known == "True" and torch_loaded == "False"
