@@ -48,7 +48,7 @@ def analyze(path: str | os.PathLike, *, out: str | os.PathLike | None = None, **
     from .threads import plan_threads
 
     plan = plan_threads()
-    plan.apply(torch=s.backend == "torch")   # torch's thread count is process-wide: set here, not by a model
+    plan.apply(uses_torch=s.backend == "torch")   # torch's thread count is process-wide: set here, not by a model
     detector, classifier = load_models(s)
     identity = report_folder.input_identity(p) if out is not None else None   # before analysis
     result = analyze_video(p, s, detector=detector, classifier=classifier, threads=plan)

@@ -81,12 +81,6 @@ def folded_weights(state: dict[str, np.ndarray], eps: float = 1e-5) -> dict[str,
     return out
 
 
-def _softmax_probs(logits: np.ndarray, temperature: float) -> np.ndarray:
-    from .metrics import probs_from_logits
-
-    return probs_from_logits(logits, temperature)
-
-
 class OnnxEmotionClassifier:
     """A checkpoint ready for batched inference on ONNX Runtime (CPU, fp32).
 
@@ -143,12 +137,9 @@ class OnnxEmotionClassifier:
             tensors = folded_weights(state)
             so = session_options(self.num_threads)
             try:
-                names = _external_names(self.graph_path)
-                missing = [n for n in names if n not in tensors]
-                if missing:
-                    raise ValueError(f"the checkpoint lacks {len(missing)} of the graph's tensors "
-                                     f"({', '.join(missing[:3])}...)")
-                so.add_external_initializers(names, [ort.OrtValue.ortvalue_from_numpy(tensors[n]) for n in names])
+                # every folded tensor fills the graph initializer of its name; ONNX Runtime
+                # itself refuses a name the graph lacks and a graph tensor left unfilled
+                so.add_external_initializers(list(tensors), [ort.OrtValue.ortvalue_from_numpy(v) for v in tensors.values()])
                 self._session = ort.InferenceSession(str(self.graph_path), so, providers=["CPUExecutionProvider"])
             except Exception as exc:           # onnxruntime's own error types, shape mismatches
                 first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -201,12 +192,12 @@ class OnnxEmotionClassifier:
         temperature, with flip the mean over each crop and its mirror image."""
         if len(crops) == 0:
             return np.zeros((0, len(self.classes)), dtype=np.float64)
-        from .metrics import temperature_for
+        from .metrics import probs_from_logits, temperature_for
 
         x = self.to_input(np.stack([np.asarray(c) for c in crops]))
         views = [x] if self.tta == "none" else [x, np.ascontiguousarray(x[..., ::-1])]
         logits = np.stack([self.logits(v) for v in views]).astype(np.float64)
-        return _softmax_probs(logits, temperature_for(self.config, "fp32"))
+        return probs_from_logits(logits, temperature_for(self.config, "fp32"))
 
     predict = EmotionClassifier.predict        # probabilities of one frame's boxes
 
@@ -216,56 +207,6 @@ class OnnxEmotionClassifier:
 
         return model_info(self.config, self.weights_path, self.sha256, device=self.device, tta=self.tta,
                           precision=self.precision, backend=self.backend)
-
-
-def _external_names(graph: Path) -> list[str]:
-    """The names of the graph's initializers (all external), parsed from the file's
-    protobuf (ModelProto field 7 graph -> GraphProto field 5 initializer -> TensorProto
-    field 8 name): the ``onnx`` package, which would read them, is not a dependency of
-    analyze (it imports in ~0.66 s)."""
-    data = graph.read_bytes()
-    names: list[str] = []
-
-    def varint(buf: bytes, i: int) -> tuple[int, int]:
-        shift = result = 0
-        while True:
-            b = buf[i]
-            i += 1
-            result |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return result, i
-            shift += 7
-
-    def fields(buf: bytes):
-        i = 0
-        while i < len(buf):
-            key, i = varint(buf, i)
-            num, wire = key >> 3, key & 7
-            if wire == 0:
-                _, i = varint(buf, i)
-                yield num, None
-            elif wire == 2:
-                n, i = varint(buf, i)
-                yield num, buf[i:i + n]
-                i += n
-            elif wire == 5:
-                i += 4
-                yield num, None
-            elif wire == 1:
-                i += 8
-                yield num, None
-            else:
-                raise ValueError(f"unexpected protobuf wire type {wire} in {graph.name}")
-
-    for num, graph_bytes in fields(data):
-        if num != 7 or graph_bytes is None:
-            continue
-        for gnum, init in fields(graph_bytes):
-            if gnum == 5 and init is not None:
-                for inum, value in fields(init):
-                    if inum == 8 and value is not None:
-                        names.append(value.decode())
-    return names
 
 
 __all__ = ["ONNX_TTA", "OnnxEmotionClassifier", "folded_weights", "graph_path"]

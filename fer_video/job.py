@@ -144,7 +144,7 @@ def run_job(input_path: str | os.PathLike, out_root: str | os.PathLike, settings
         if os.environ.get("FER_VIDEO_TEST_INTERNAL_ERROR") == "job":   # tests/test_cli.py only
             raise IndexError("test hook: an unexpected internal error in one input's job")
         plan = threads if threads is not None else plan_threads()
-        plan.apply(torch=settings.backend == "torch")   # idempotent; here: a run that reuses every report needs no torch
+        plan.apply(uses_torch=settings.backend == "torch")   # idempotent; here: a run that reuses every report needs no torch
         detector, classifier = load_models(settings)
         result = analyze_video(input_path, settings, detector=detector, classifier=classifier,
                                progress=progress, threads=plan)

@@ -222,7 +222,7 @@ class OnnxFaceDetector(CascadeOptions):
         half = side * jitter[:, 2] / 2
         cand = np.stack([cx - half + 1, cy - half + 1, cx + half, cy + half, np.ones_like(cx)],
                         axis=-1).reshape(-1, 5).astype(np.float32)
-        _, _, sources = self._lazy_levels(batch, hd, wd, min_face_det, levels)
+        *_, sources = self._lazy_levels(batch, hd, wd, min_face_det, levels)
         found = self._refine(sources, cand, np.zeros(len(cand), dtype=np.int64))
         return to_detections(*found, scale, h, w, 1, self.min_face)[0]
 
@@ -265,10 +265,11 @@ class OnnxFaceDetector(CascadeOptions):
         return batch, hd, wd, scale, max(float(_PNET_CELL), self.min_face * scale), levels
 
     def _lazy_levels(self, batch_u8: np.ndarray, h: int, w: int, min_face: float, levels: dict | None = None):
-        """(scales, level(i, size), R/O-net crop sources) of one frame whose pyramid levels
-        are made on first use and kept in ``levels`` ("full": the frame itself). Each source
-        is (x scale, y scale, the level or a function making it, a function making a block
-        of it, or None): a region search of one frame resizes only the blocks it reads."""
+        """(scales, level(i, size), block(i, size, x0, y0, x1, y1), R/O-net crop sources) of
+        a frame whose pyramid levels are made on first use and kept in ``levels`` ("full":
+        the frame itself). Each source is (x scale, y scale, the level or a function making
+        it, a function making a block of it or None, its size): a region search of one frame
+        resizes only the blocks it reads."""
         levels = {} if levels is None else levels
 
         def full() -> np.ndarray:
@@ -294,8 +295,7 @@ class OnnxFaceDetector(CascadeOptions):
                          for i, sz in enumerate(sizes)]
         sources.reverse()   # smallest scale first
         sources.append((1.0, 1.0, full, None, (h, w)))
-        self._block = block
-        return scales, level, sources
+        return scales, level, block, sources
 
     def _pnet_run(self, x: np.ndarray):
         reg, prob = self._pnet.run(None, {"x": x})
@@ -303,7 +303,7 @@ class OnnxFaceDetector(CascadeOptions):
 
     def _near(self, batch_u8, h: int, w: int, min_face: float, boxes: np.ndarray, reach: np.ndarray,
               levels: dict | None = None):
-        scales, level, sources = self._lazy_levels(batch_u8, h, w, min_face, levels)
+        scales, _, block, sources = self._lazy_levels(batch_u8, h, w, min_face, levels)
         sizes = [(int(h * s + 1), int(w * s + 1)) for s in scales]
         side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
         cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
@@ -316,17 +316,18 @@ class OnnxFaceDetector(CascadeOptions):
                 x1, y1 = min(size[1], int(cx[k] * s + half) + 1), min(size[0], int(cy[k] * s + half) + 1)
                 if x1 - x0 < _PNET_CELL or y1 - y0 < _PNET_CELL:
                     continue
-                window = np.ascontiguousarray(self._block(i, size, x0, y0, x1, y1))
+                window = np.ascontiguousarray(block(i, size, x0, y0, x1, y1))
                 reg, prob = self._pnet_run(window)
                 found, _ = generate_boxes(reg, prob, s, _STAGE_THRESHOLDS[0], offset=(x0 // 2, y0 // 2))
                 if len(found):
                     all_boxes.append(found)
         if not all_boxes:
             return _EMPTY
+        # the same candidate can come from two overlapping regions: NMS as per level, then
+        # across levels, as the full cascade does (one frame: every image index is 0)
         cand = np.concatenate(all_boxes)
-        inds = np.zeros(len(cand), dtype=np.int64)
-        cand = cand[batched_nms(cand[:, :4], cand[:, 4], inds, 0.5)]
-        cand = cand[batched_nms(cand[:, :4], cand[:, 4], inds[:len(cand)], 0.7)]
+        cand = cand[batched_nms(cand[:, :4], cand[:, 4], np.zeros(len(cand), np.int64), 0.5)]
+        cand = cand[batched_nms(cand[:, :4], cand[:, 4], np.zeros(len(cand), np.int64), 0.7)]
         return self._refine(sources, self._regressed_squares(cand), np.zeros(len(cand), dtype=np.int64))
 
     @staticmethod
@@ -349,7 +350,7 @@ class OnnxFaceDetector(CascadeOptions):
     def _cascade(self, batch_u8: np.ndarray, h: int, w: int, min_face: float, levels: dict):
         """``FaceDetector._cascade``: P-net over the pyramid (levels made or taken from
         ``levels``), NMS, then :meth:`_refine`."""
-        scales, make_level, sources = self._lazy_levels(batch_u8, h, w, min_face, levels)
+        scales, make_level, _, sources = self._lazy_levels(batch_u8, h, w, min_face, levels)
         n = batch_u8.shape[0]
         all_boxes, all_inds = [], []
         for i, s in enumerate(scales):

@@ -92,11 +92,11 @@ class ThreadPlan:
             return self
         return replace(self, detect_threads=1)
 
-    def apply(self, torch: bool = True) -> None:
+    def apply(self, uses_torch: bool = True) -> None:
         """Set torch's intra-op threads for this process (once, where a process starts);
-        ``torch=False`` (the ONNX backend, whose sessions take their thread count each):
-        nothing, and torch is not imported."""
-        if not torch:
+        ``uses_torch=False`` (the ONNX backend, whose sessions take their thread count
+        each): nothing, and torch is not imported."""
+        if not uses_torch:
             return
         import torch
 
