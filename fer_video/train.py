@@ -98,10 +98,14 @@ def _initial_model(args: TrainArgs, config: ModelConfig, device: torch.device) -
                              f"{src_cfg.stem!r}) does not fit this run's (stem {config.stem!r})") from None
         info.update(source_stem=src_cfg.stem, source_classes=src_cfg.classes, source_sha256=file_sha256(checkpoint_paths(args.weights)[0]),
                     source_data=src_cfg.data.get("source"))
-        # Same classes and head: keep the head too (continued training / fine-tuning on similar labels).
+        # Same classes and head, and head tensors of the same shapes: keep the head too
+        # (continued training / fine-tuning on similar labels). The seed head's shapes depend
+        # on layer4's grid, not the input size itself: 48 and 64 px both give a 3x3 / 4x4 grid
+        # pooled to 2x2 with the small stem, so a 48-px head carries over to 64 px.
+        src_head, new_head = src.head.state_dict(), model.head.state_dict()
         if src_cfg.classes == config.classes and src_cfg.head == config.head \
-                and src_cfg.input_size == config.input_size and src_cfg.stem == config.stem:
-            model.head.load_state_dict(src.head.state_dict())
+                and all(src_head[k].shape == v.shape for k, v in new_head.items()):
+            model.head.load_state_dict(src_head)
             info["head"] = "kept"
         else:
             info["head"] = "new"

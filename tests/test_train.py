@@ -258,6 +258,25 @@ def test_backbone_moves_from_the_imagenet_stem_to_the_small_stem(tmp_path):
         assert torch.equal(a, b), k
 
 
+def test_a_48_px_head_carries_over_to_64_px_but_not_to_96(tmp_path):
+    """The seed head's shapes follow layer4's grid pooled to 2x2, not the input size: with
+    the small stem 48 px (3x3) and 64 px (4x4) both give 2x2, so a 48-px checkpoint starts a
+    64-px run with its head; at 96 px (6x6 -> 3x3) the Linear has another shape: a new head."""
+    from fer_video.train import _initial_model
+
+    classes = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+    torch.manual_seed(5)
+    src_cfg = ModelConfig(classes=classes, stem="small", input_size=48)
+    src = build_model(src_cfg.to_json()).eval()
+    save_checkpoint(src, src_cfg, tmp_path / "pre")
+    args = TrainArgs(data="x", out=str(tmp_path / "o"), weights=str(tmp_path / "pre.safetensors"))
+    model, info = _initial_model(args, ModelConfig(classes=classes, stem="small", input_size=64), torch.device("cpu"))
+    assert info["head"] == "kept"
+    assert torch.equal(model.head.fc.weight, src.head.fc.weight)
+    _, info = _initial_model(args, ModelConfig(classes=classes, stem="small", input_size=96), torch.device("cpu"))
+    assert info["head"] == "new"
+
+
 # Kaggle's published coding of fer2013.csv's `emotion` column (written out here on its own,
 # not taken from the loader, so a wrong mapping in the loader fails this test).
 KAGGLE_CODES = {0: "angry", 1: "disgust", 2: "fear", 3: "happy", 4: "sad", 5: "surprise", 6: "neutral"}
