@@ -11,7 +11,10 @@ function fp32 runs in torch (logits within ~1e-5, tests/test_classify_onnx.py).
 
 :class:`OnnxEmotionClassifier` has :class:`fer_video.classify.EmotionClassifier`'s surface
 (``crop``, ``predict_crops``, ``predict``, ``info``, ``load``, ``classes``, ``config``,
-``sha256``); precision fp32 only, tta ``none`` or ``flip``; CPU only.
+``sha256``); tta ``none`` or ``flip``; CPU only. Precision ``fp32``, or ``int8``: the int8
+network of ``fer_video.int8`` (the checkpoint's calibrated ranges) as a QDQ graph,
+``<stem>.int8.graph.onnx``, whose numbers are computed at load time from the same
+safetensors file and ranges (``fer_video.int8_steps``).
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from .classify import EmotionClassifier, open_checkpoint
 from .errors import SetupError, UsageError
 
 ONNX_TTA = ("none", "flip")
+ONNX_PRECISIONS = ("fp32", "int8")
 
 
 def graph_path(weights: str | os.PathLike) -> Path:
@@ -33,6 +37,12 @@ def graph_path(weights: str | os.PathLike) -> Path:
     w = Path(weights)
     return w.with_name(w.name[:-len(".safetensors")] + ".graph.onnx" if w.name.endswith(".safetensors")
                        else w.name + ".graph.onnx")
+
+
+def int8_graph_path(weights: str | os.PathLike) -> Path:
+    """``x.int8.graph.onnx`` for the checkpoint ``x.safetensors``."""
+    g = graph_path(weights)
+    return g.with_name(g.name[:-len(".graph.onnx")] + ".int8.graph.onnx")
 
 
 def _bn_of(conv_key: str, state: dict) -> str | None:
@@ -82,32 +92,39 @@ def folded_weights(state: dict[str, np.ndarray], eps: float = 1e-5) -> dict[str,
 
 
 class OnnxEmotionClassifier:
-    """A checkpoint ready for batched inference on ONNX Runtime (CPU, fp32).
+    """A checkpoint ready for batched inference on ONNX Runtime (CPU; fp32 or int8).
 
     ``model_path``: checkpoint (``x.safetensors``, ``x.json`` or stem ``x``; default: the
-    packaged model) with its ``x.graph.onnx``. Missing or invalid files raise ``SetupError``
+    packaged model) with its ``x.graph.onnx`` (int8: ``x.int8.graph.onnx``). Missing or invalid files raise ``SetupError``
     (exit code 3), an option this backend does not run ``UsageError`` (exit code 2). The
     session is made by :meth:`load`, here unless ``lazy=True`` (then on first use, or in a
     worker thread that starts it early). ``num_threads``: ONNX Runtime intra-op threads.
     """
 
     device = "cpu"
-    precision = "fp32"
     backend = "onnx"
 
     def __init__(self, model_path: str | os.PathLike | None = None, batch_size: int = 32, lazy: bool = False,
-                 tta: str = "none", num_threads: int = 1):
+                 tta: str = "none", num_threads: int = 1, precision: str = "fp32"):
         if int(batch_size) < 1:
             raise UsageError(f"invalid batch size {batch_size!r} (must be >= 1)")
         if tta not in ONNX_TTA:
             raise UsageError(f"tta {tta!r} runs with the torch backend only (the ONNX one has "
                              f"{', '.join(ONNX_TTA)})")
+        if precision not in ONNX_PRECISIONS:
+            raise UsageError(f"precision {precision!r} runs with the torch backend only (the ONNX one has "
+                             f"{', '.join(ONNX_PRECISIONS)})")
         self.tta, self.batch_size, self.num_threads = tta, int(batch_size), int(num_threads)
+        self.precision = precision
         weights, config_path, config = open_checkpoint(model_path)
-        graph = graph_path(weights)
+        graph = graph_path(weights) if precision == "fp32" else int8_graph_path(weights)
         if not graph.is_file():
             raise SetupError(f"no ONNX graph for {weights.name}: {graph.name} is missing (write it with "
-                             "bench/export_classifier_onnx.py, or use --backend torch)")
+                             f"bench/export_classifier_onnx.py{' --int8' if precision == 'int8' else ''}, "
+                             "or use --backend torch)")
+        if precision == "int8" and not (config.int8 or {}).get("points"):
+            raise SetupError(f"precision int8: {weights.name} has no int8 activation ranges (run "
+                             f"`fer-video calibrate --model {weights}` to measure them, or use fp32)")
         self.config = config
         self.classes: list[str] = list(config.classes)
         self.weights_path, self.config_path, self.graph_path = weights, config_path, graph
@@ -135,6 +152,14 @@ class OnnxEmotionClassifier:
                 first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise SetupError(f"invalid model checkpoint {self.weights_path}: {first}") from None
             tensors = folded_weights(state)
+            if self.precision == "int8":
+                from .int8_steps import int8_initializers, int8_steps
+
+                try:
+                    tensors = int8_initializers(tensors, self.config.int8["points"],
+                                                int8_steps(state.keys(), self.config.stem))
+                except (KeyError, ValueError) as exc:
+                    raise SetupError(f"precision int8: {self.weights_path.name}: {exc.args[0]}") from None
             so = session_options(self.num_threads)
             try:
                 # every folded tensor fills the graph initializer of its name; ONNX Runtime
@@ -197,7 +222,7 @@ class OnnxEmotionClassifier:
         x = self.to_input(np.stack([np.asarray(c) for c in crops]))
         views = [x] if self.tta == "none" else [x, np.ascontiguousarray(x[..., ::-1])]
         logits = np.stack([self.logits(v) for v in views]).astype(np.float64)
-        return probs_from_logits(logits, temperature_for(self.config, "fp32"))
+        return probs_from_logits(logits, temperature_for(self.config, self.precision))
 
     predict = EmotionClassifier.predict        # probabilities of one frame's boxes
 
@@ -209,4 +234,5 @@ class OnnxEmotionClassifier:
                           precision=self.precision, backend=self.backend)
 
 
-__all__ = ["ONNX_TTA", "OnnxEmotionClassifier", "folded_weights", "graph_path"]
+__all__ = ["ONNX_PRECISIONS", "ONNX_TTA", "OnnxEmotionClassifier", "folded_weights", "graph_path",
+           "int8_graph_path"]

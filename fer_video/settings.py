@@ -154,7 +154,7 @@ class Settings:
     backend: str = option("torch", "the runtime of the face detector and the emotion classifier: torch, "
                                    "or onnx (ONNX Runtime on the CPU, torch never imported: about 1.3 s "
                                    "quicker to start, detection ~1.2-1.3x slower, the classifier in "
-                                   "fp32, --tta none or flip) (default: torch)", choices=BACKENDS,
+                                   "fp32 (auto) or int8, --tta none or flip) (default: torch)", choices=BACKENDS,
                           group="model and hardware")
     keyframe_every: int = option(
         5, "track-guided detection: the whole frame is searched for faces on every N-th sampled "
