@@ -37,7 +37,8 @@ def main() -> int:
     from fer_video.predict import resolve_precision
 
     classes = load_config(a.model or default_model_path()).classes
-    shown = "fp32" if a.backend == "onnx" else resolve_precision(a.precision, "cpu")
+    shown = (("fp32" if a.precision == "auto" else a.precision) if a.backend == "onnx"
+             else resolve_precision(a.precision, "cpu"))
     print(f"--backend {a.backend} --precision {a.precision} ({shown} here) --tta {a.tta}")
 
     folder = Path(a.shared) / "videos" / "labelled"

@@ -42,6 +42,7 @@ measure), and fer-video's whole process against theirs.
     python bench/peers_speed.py --from-json run.json          # print a saved run again
     python bench/peers_speed.py --fer-python ... --precision fp32 int8   # two fer-video arms
     python bench/peers_speed.py --fer-python ... --precision auto onnx   # torch and --backend onnx
+    python bench/peers_speed.py --precision auto onnx,int8 model=new.safetensors   # three arms, no fer
 """
 from __future__ import annotations
 
@@ -93,16 +94,30 @@ def timed(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> d
 
 
 def fv_arm(precision: str) -> str:
-    """The results key of fer-video run at ``--precision`` (auto: plain "fer-video"; "onnx":
-    ``--backend onnx``)."""
+    """The results key of fer-video run as ``precision`` says (auto: plain "fer-video")."""
     return "fer-video" if precision == "auto" else f"fer-video {precision}"
 
 
+def arm_args(arm: str) -> list[str]:
+    """``analyze`` arguments of an arm: comma-separated tokens, each a ``--precision``
+    (auto, fp32, bf16, int8), ``onnx`` (``--backend onnx``), ``tta=T`` (``--tta``) or
+    ``model=PATH`` (``--model``): ``onnx,int8``, ``int8,tta=flip``, ``model=/runs/x/best.safetensors``."""
+    extra: list[str] = []
+    for tok in arm.split(","):
+        if tok == "onnx":
+            extra += ["--backend", "onnx"]
+        elif tok.startswith("model="):
+            extra += ["--model", tok[len("model="):]]
+        elif tok.startswith("tta="):
+            extra += ["--tta", tok[len("tta="):]]
+        elif tok != "auto":
+            extra += ["--precision", tok]
+    return extra
+
+
 def fer_video_run(clip: Path, fps: float, out: Path, precision: str = "auto") -> dict:
-    extra = (["--backend", "onnx"] if precision == "onnx" else
-             ["--precision", precision] if precision != "auto" else [])
     r = timed([str(REPO / ".venv" / "bin" / "fer-video"), "analyze", str(clip), "--fps", str(fps), "--out", str(out),
-               "--overwrite", "--quiet", *extra])
+               "--overwrite", "--quiet", *arm_args(precision)])
     report = json.loads((out / clip.stem / f"{clip.stem}.json").read_text())
     r.update(in_pipeline_s=report["wall_s"], stages=report.get("timings_s", {}), duration_s=report["input"]["duration_s"])
     return r
@@ -174,8 +189,8 @@ def main() -> int:
     ap.add_argument("--fer-python", help="a Python whose environment has the `fer` package")
     ap.add_argument("--clips", nargs="+", default=CLIPS)
     ap.add_argument("--precision", nargs="+", default=["auto"],
-                    help="fer-video's --precision (or onnx: --backend onnx); several: one fer-video arm each, "
-                         "interleaved (default: auto)")
+                    help="fer-video arms, interleaved: each a --precision, onnx (--backend onnx), "
+                         "tta=T, model=PATH, or several joined by commas (onnx,int8) (default: auto)")
     ap.add_argument("--json", type=Path, help="also save every run's figures here")
     ap.add_argument("--from-json", type=Path, help="print a saved run (--json) again; runs nothing")
     a = ap.parse_args()
