@@ -123,6 +123,8 @@ class EmotionClassifier:
     it early, e.g. in a worker thread so that it overlaps decoding and face detection.
     """
 
+    backend = "torch"
+
     def __init__(self, model_path: str | os.PathLike | None = None, device: str = "auto",
                  batch_size: int = 32, lazy: bool = False, tta: str = "none", precision: str = "auto"):
         from .recipe import TTA_MODES
@@ -242,4 +244,4 @@ class EmotionClassifier:
         """What the report JSON records about the model (``temperature``: the one its
         probabilities were computed at, ``predict.temperature_for`` its precision)."""
         return model_info(self.config, self.weights_path, self.sha256, device=self.device, tta=self.tta,
-                          precision=self.precision, backend="torch")
+                          precision=self.precision, backend=self.backend)

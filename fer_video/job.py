@@ -47,10 +47,12 @@ _DETECTORS: dict[tuple, Any] = {}
 _CLASSIFIERS: dict[tuple, Any] = {}
 
 
-def load_models(settings: Settings):
-    """(detector, classifier) for these settings, built once per process and cached."""
+def load_classifier(settings: Settings):
+    """The classifier for these settings, built once per process and cached; lazy (its
+    weights are read on first use), so its resolved ``precision`` and ``tta`` are known
+    before any weight is (the reuse rule compares them: :func:`arithmetic`)."""
     if settings.backend == "onnx":
-        return _onnx_models(settings)
+        return _onnx_classifier(settings)
     from .classify import EmotionClassifier, resolve_device
 
     device = resolve_device(settings.device)
@@ -63,6 +65,52 @@ def load_models(settings: Settings):
                                                             batch_size=settings.classify_batch_size,
                                                             lazy=True, tta=settings.tta,
                                                             precision=settings.precision)
+    return classifier
+
+
+def arithmetic(settings: Settings) -> dict:
+    """What these settings run as here: the report JSON's ``model.backend``, ``precision``
+    (``auto`` resolved: bf16 on one CPU, fp32 on another) and ``tta``.
+
+    Without importing torch where that is sure (a rerun that reuses every report took
+    0.22 s, and 1.49 s when torch was imported to learn this; session 20): the ONNX
+    backend's classifier is built without torch; a precision asked for is what runs; auto
+    on the CPU is bf16 exactly where the CPU has bfloat16 in hardware, which Linux's CPU
+    flags say (``predict.bf16_native`` reads the same from torch). Where a GPU may be used
+    (``--device`` auto or cuda on a machine with an NVIDIA device node), the classifier
+    is built (torch imported) and asked."""
+    if settings.backend == "torch":
+        fast = _torch_arithmetic_without_torch(settings)
+        if fast is not None:
+            return fast
+    c = load_classifier(settings)
+    return {"backend": c.backend, "precision": c.precision, "tta": c.tta}
+
+
+def _torch_arithmetic_without_torch(settings: Settings) -> dict | None:
+    if settings.device != "cpu" and (os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/nvidia0")):
+        return None
+    precision = settings.precision
+    if precision == "auto":
+        try:
+            with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+                flags = set(next((ln for ln in f if ln.startswith("flags")), "").split())
+        except OSError:
+            return None
+        if not flags:
+            return None
+        precision = "bf16" if flags & {"avx512_bf16", "amx_bf16", "amx_tile"} else "fp32"
+    return {"backend": "torch", "precision": precision, "tta": settings.tta}
+
+
+def load_models(settings: Settings):
+    """(detector, classifier) for these settings, built once per process and cached."""
+    if settings.backend == "onnx":
+        return _onnx_detector(settings), _onnx_classifier(settings)
+    from .classify import resolve_device
+
+    device = resolve_device(settings.device)
+    classifier = load_classifier(settings)
     dkey = (device, settings.min_face, settings.det_threshold, settings.max_side, settings.batch_size)
     detector = _DETECTORS.get(dkey)
     if detector is None:
@@ -78,9 +126,9 @@ def load_models(settings: Settings):
     return detector, classifier
 
 
-def _onnx_models(settings: Settings):
-    """(detector, classifier) on ONNX Runtime (``mtcnn_onnx``, ``classify_onnx``): CPU,
-    fp32 or int8; options it does not run are a one-line ``UsageError``."""
+def _onnx_classifier(settings: Settings):
+    """The classifier on ONNX Runtime (``classify_onnx``): CPU, fp32 or int8; options it
+    does not run are a one-line ``UsageError``."""
     if settings.device not in ("auto", "cpu"):
         raise UsageError(f"--backend onnx runs on the CPU (not --device {settings.device}); use --backend torch")
     # auto is fp32 here: int8 is the faster arithmetic on ONNX Runtime too, but auto takes
@@ -90,7 +138,6 @@ def _onnx_models(settings: Settings):
         raise UsageError(f"--backend onnx computes in fp32 or int8 (not --precision {settings.precision}); "
                          "use --backend torch")
     from .classify_onnx import OnnxEmotionClassifier
-    from .mtcnn_onnx import OnnxFaceDetector
 
     ckey = ("onnx", str(settings.model_path().resolve()), settings.classify_batch_size, settings.tta, precision)
     classifier = _CLASSIFIERS.get(ckey)
@@ -98,12 +145,19 @@ def _onnx_models(settings: Settings):
         classifier = _CLASSIFIERS[ckey] = OnnxEmotionClassifier(settings.model_path(), lazy=True,
                                                                 batch_size=settings.classify_batch_size,
                                                                 tta=settings.tta, precision=precision)
+    return classifier
+
+
+def _onnx_detector(settings: Settings):
+    """The MTCNN cascade on ONNX Runtime (``mtcnn_onnx``), built once per process."""
+    from .mtcnn_onnx import OnnxFaceDetector
+
     dkey = ("onnx", settings.min_face, settings.det_threshold, settings.max_side, settings.batch_size)
     detector = _DETECTORS.get(dkey)
     if detector is None:
         detector = _DETECTORS[dkey] = OnnxFaceDetector(min_face=settings.min_face, threshold=settings.det_threshold,
                                                        max_side=settings.max_side, batch_size=settings.batch_size)
-    return detector, classifier
+    return detector
 
 
 def one_line(exc: BaseException | str) -> str:
@@ -139,15 +193,16 @@ def run_job(input_path: str | os.PathLike, out_root: str | os.PathLike, settings
     if not overwrite and folder.is_complete(out_dir, stem):
         try:
             return JobResult(folder.reused_row(input_path, paths["json"], report_rel, settings,
-                                               identity), reused=True)
+                                               identity, arithmetic=lambda: arithmetic(settings)),
+                             reused=True)
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
-            pass   # unreadable, or the input, settings or model changed: analyse again
+            pass   # unreadable, or the input, settings, model or arithmetic changed: analyse again
     t0 = time.perf_counter()
     try:
         if os.environ.get("FER_VIDEO_TEST_INTERNAL_ERROR") == "job":   # tests/test_cli.py only
             raise IndexError("test hook: an unexpected internal error in one input's job")
         plan = threads if threads is not None else plan_threads()
-        plan.apply(uses_torch=settings.backend == "torch")   # idempotent; here: a run that reuses every report needs no torch
+        plan.apply(uses_torch=settings.backend == "torch")   # idempotent; here, where the analysis needs it
         detector, classifier = load_models(settings)
         result = analyze_video(input_path, settings, detector=detector, classifier=classifier,
                                progress=progress, threads=plan)

@@ -19,7 +19,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from .settings import NOT_IN_RESULT, Settings
 
@@ -151,11 +151,12 @@ def summary_row(input_path: str, obj: dict, report_rel: str) -> "SummaryRow":
 
 
 def reused_row(input_path: str, json_path: Path, report_rel: str, settings: Settings,
-               identity: dict | None) -> "SummaryRow":
+               identity: dict | None, arithmetic: Callable[[], dict] | None = None) -> "SummaryRow":
     """The summary row of a complete report read back, or ValueError if :func:`reusable`
-    says it does not stand for this input file, these settings and this model."""
+    says it does not stand for this input file, these settings, this model and this
+    arithmetic."""
     obj = json.loads(Path(json_path).read_text(encoding="utf-8"))
-    if not reusable(obj, identity, settings):
+    if not reusable(obj, identity, settings, arithmetic):
         raise ValueError("the report is not for this file, these settings and this model")
     return summary_row(input_path, obj, report_rel)
 
@@ -263,7 +264,8 @@ def _model_sha256(path: str, size: int, mtime_ns: int) -> str:
     return file_sha256(path)
 
 
-def reusable(obj: dict, identity: dict | None, settings: Settings) -> bool:
+def reusable(obj: dict, identity: dict | None, settings: Settings,
+             arithmetic: Callable[[], dict] | None = None) -> bool:
     """The reuse rule: whether a complete report (its JSON ``obj``) stands for the input
     whose identity is ``identity`` analysed now with ``settings``.
 
@@ -275,7 +277,11 @@ def reusable(obj: dict, identity: dict | None, settings: Settings) -> bool:
       modification time (ns) and same SHA-256 of its first and last 64 KiB
       (:func:`input_identity`); so two files of one size swapped or renamed are redone;
     * the same settings, all but the ones that change speed only (``--device`` and the
-      batch sizes), and a model whose weights have the same SHA-256.
+      batch sizes), and a model whose weights have the same SHA-256;
+    * with ``arithmetic`` (``job.arithmetic``: what these settings run as here, asked only
+      when everything above holds), the report's ``model.backend``, ``model.precision`` and
+      ``model.tta`` equal to its: ``--precision auto`` is bf16 on one CPU and fp32 on
+      another, and a report made with the other is redone.
     """
     from .report import _jsonable
 
@@ -292,4 +298,9 @@ def reusable(obj: dict, identity: dict | None, settings: Settings) -> bool:
 
     weights = checkpoint_paths(settings.model_path())[0]
     st = weights.stat()
-    return obj["model"].get("sha256") == _model_sha256(str(weights.resolve()), st.st_size, st.st_mtime_ns)
+    if obj["model"].get("sha256") != _model_sha256(str(weights.resolve()), st.st_size, st.st_mtime_ns):
+        return False
+    if arithmetic is None:
+        return True
+    model = obj["model"]
+    return all(model.get(k, _ADDED_LATER.get(k)) == v for k, v in arithmetic().items())
