@@ -227,6 +227,29 @@ def _load_ferplus(p: Path, split: str, both: bool = False) -> FaceDataset:
     return out
 
 
+def blend_ferplus(d: FaceDataset, path: str | Path, split: str, share: float) -> FaceDataset:
+    """FER2013 ``d`` (original labels, as loaded) with each target ``(1 - share)`` x its
+    original one-hot + ``share`` x its FER+ vote distribution (``ferplus_targets``), where
+    the image has usable votes; an image without (no row, a not-a-face majority, every
+    vote on a dropped column) keeps its one-hot. Images, labels and groups are unchanged,
+    so the validation carve is the one ``labels=original`` makes, image for image; with
+    ``share`` < 0.5 every target's largest entry is still the original label."""
+    p = Path(path)
+    folder = p if p.is_dir() else p.parent
+    if not (0.0 < share < 1.0):
+        raise UsageError(f"{p}: ferplus must be a share between 0 and 1 (got {share})")
+    votes = ferplus_votes(folder, split, len(d))
+    keep, soft = ferplus_targets(votes, d.classes)
+    onehot = np.eye(len(d.classes), dtype=np.float32)[d.labels]
+    targets = onehot.copy()
+    targets[keep] = ((1.0 - share) * onehot[keep] + share * soft[keep]).astype(np.float32)
+    d.targets = targets
+    d.extra["ferplus_votes"] = votes
+    d.extra["ferplus_majority"] = ferplus_majority(votes, d.classes)
+    d.source = f"{folder},ferplus={share:g}"
+    return d
+
+
 def _manifest_has_split(root: Path) -> bool:
     m = root / "MANIFEST.csv"
     if not m.is_file():

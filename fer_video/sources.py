@@ -7,6 +7,8 @@ A source spec is ``PATH[,labels=original|ferplus|both][,weight=W]``:
 - ``labels=ferplus``: FER2013 with the FER+ vote distributions as soft targets;
 - ``labels=both``: FER2013 with targets halfway between its original label and the FER+
   votes (``data`` module docstring), validated against the original labels;
+- ``ferplus=F``: FER2013 on its original labels, each target (1 - F) x the one-hot + F x the
+  FER+ votes (``data.blend_ferplus``): the images and validation carve of ``labels=original``;
 - ``weight=W``: the source's share of each epoch's draws, relative to the other sources'
   weights. Without any weight, each source is drawn in proportion to its size (a plain
   concatenation); a source without a weight among weighted ones gets weight 1.
@@ -34,10 +36,13 @@ class SourceSpec:
     path: str
     labels: str = "original"
     weight: float | None = None
+    ferplus: float | None = None      # labels=original blended with this share of the FER+ votes
 
     @property
     def name(self) -> str:
         base = Path(self.path).name or self.path
+        if self.ferplus:
+            return f"{base}+ferplus{self.ferplus:g}"
         return base if self.labels == "original" else f"{base}+{self.labels}"
 
 
@@ -50,9 +55,18 @@ def parse_source(spec: str) -> SourceSpec:
     kw: dict = {}
     for o in opts:
         key, sep, value = o.partition("=")
-        if not sep or key not in ("labels", "weight"):
-            raise UsageError(f"--data {spec!r}: unknown option {o!r} (use labels=original|ferplus|both, weight=W)")
-        if key == "labels":
+        if not sep or key not in ("labels", "weight", "ferplus"):
+            raise UsageError(f"--data {spec!r}: unknown option {o!r} "
+                             "(use labels=original|ferplus|both, weight=W, ferplus=F)")
+        if key == "ferplus":
+            try:
+                share = float(value)
+            except ValueError:
+                share = -1.0
+            if not 0 < share < 1:
+                raise UsageError(f"--data {spec!r}: ferplus must be a share between 0 and 1 (exclusive)")
+            kw["ferplus"] = share
+        elif key == "labels":
             if value not in LABEL_SETS:
                 raise UsageError(f"--data {spec!r}: labels must be one of {', '.join(LABEL_SETS)}")
             kw["labels"] = value
@@ -64,6 +78,9 @@ def parse_source(spec: str) -> SourceSpec:
             if not w > 0:
                 raise UsageError(f"--data {spec!r}: weight must be a number > 0")
             kw["weight"] = w
+    if kw.get("ferplus") and kw.get("labels", "original") != "original":
+        raise UsageError(f"--data {spec!r}: ferplus=F blends the FER+ votes into the original labels; "
+                         "it does not go with labels=ferplus or both")
     return SourceSpec(path, **kw)
 
 
@@ -82,6 +99,10 @@ def load_sources(specs: list[SourceSpec], split: str = "train") -> list[FaceData
     out = []
     for s in specs:
         d = load_dataset(s.path, split, labels=s.labels)
+        if s.ferplus:
+            from .data import blend_ferplus
+
+            d = blend_ferplus(d, s.path, split, s.ferplus)
         d.name = s.name
         out.append(d)
     return out

@@ -21,7 +21,8 @@ TRAIN_EPILOG = """examples:
 DATASET: a folder with one sub-folder per class (optional MANIFEST.csv with a `subject`
 column for grouped splits, or a `split` column for fixed train/test splits such as RAF-DB's),
 a folder with FER2013 train.npz/test.npz, or Kaggle's fer2013.csv. Several --data sources
-train together: ",labels=ferplus" takes FER2013's FER+ votes as soft targets, ",weight=W"
+train together: ",labels=ferplus" takes FER2013's FER+ votes as soft targets, ",ferplus=F"
+blends a share F of them into the original labels (same images and carve), ",weight=W"
 sets a source's share of each epoch's draws (default: in proportion to its size). Each
 source keeps its own grouped validation carve; validation accuracy is their mean.
 The best epoch has the highest validation accuracy (ties: the lower validation loss), on a
@@ -60,7 +61,7 @@ def _add_recipe_args(p: argparse.ArgumentParser, *, require_data: bool, many: bo
     from .recipe import add_recipe_options
 
     if many:
-        p.add_argument("--data", action="append", metavar="PATH[,labels=ferplus|both][,weight=W]",
+        p.add_argument("--data", action="append", metavar="PATH[,labels=ferplus|both][,ferplus=F][,weight=W]",
                        help="a training source (repeat for several; see below)")
     else:
         p.add_argument("--data", required=require_data, help="dataset path (see below)")

@@ -145,9 +145,35 @@ def test_both_label_sets_blend_targets_and_carve_as_ferplus_does(small_sets):
     assert held["both"] == held["ferplus"] and held["both"]
 
 
+def test_a_ferplus_share_blends_the_votes_into_the_original_labels_and_keeps_their_carve(small_sets):
+    orig = load_dataset(small_sets["fer"], "train")
+    fp = load_dataset(small_sets["fer"], "train", labels="ferplus")
+    spec = parse_source(f"{small_sets['fer']},ferplus=0.3")
+    assert spec.name == "fer+ferplus0.3" and spec.labels == "original"
+    blend = load_sources([spec])[0]
+    assert len(blend) == len(orig) and np.array_equal(blend.labels, orig.labels)
+    assert np.array_equal(blend.images, orig.images)
+    # a hand-computed target: an image FER+ keeps, and one it drops (keeps its one-hot)
+    keep, soft = ferplus_targets(np.load(small_sets["fer"] / "ferplus.npz")["train_votes"], orig.classes)
+    i, j = int(np.flatnonzero(keep)[0]), int(np.flatnonzero(~keep)[0])
+    onehot = np.eye(len(orig.classes), dtype=np.float32)
+    assert np.allclose(blend.targets[i], 0.7 * onehot[orig.labels[i]] + 0.3 * soft[i], atol=1e-6)
+    assert np.array_equal(blend.targets[j], onehot[orig.labels[j]])
+    assert (blend.targets.argmax(1) == orig.labels).all()           # below 0.5: the label stays on top
+    assert np.allclose(blend.targets.sum(1), 1.0, atol=1e-6) and len(fp) < len(blend)
+    # the validation carve is labels=original's, image for image
+    held = {}
+    for extra in ("", ",ferplus=0.3"):
+        _, va = carve_run_data(TrainArgs(data=[f"{small_sets['fer']}{extra}"], out="", face_frame="none",
+                                         val_fraction=0.2))
+        held[extra] = sorted(im.tobytes() for im in va.images)
+    assert held[""] == held[",ferplus=0.3"] and held[""]
+
+
 @pytest.mark.parametrize("bad, message", [
     ("x,labels=fer+", "labels must be one of"), ("x,weight=-1", "weight must be a number > 0"),
-    ("x,colour=1", "unknown option"),
+    ("x,colour=1", "unknown option"), ("x,ferplus=1.5", "share between 0 and 1"),
+    ("x,ferplus=0.3,labels=both", "does not go with labels=ferplus or both"),
 ])
 def test_bad_source_specs_are_usage_errors(bad, message):
     with pytest.raises(UsageError, match=message):
