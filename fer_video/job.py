@@ -92,14 +92,12 @@ def _torch_arithmetic_without_torch(settings: Settings) -> dict | None:
         return None
     precision = settings.precision
     if precision == "auto":
-        try:
-            with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-                flags = set(next((ln for ln in f if ln.startswith("flags")), "").split())
-        except OSError:
+        from .threads import BF16_FLAGS, cpu_flags
+
+        flags = cpu_flags()
+        if flags is None:
             return None
-        if not flags:
-            return None
-        precision = "bf16" if flags & {"avx512_bf16", "amx_bf16", "amx_tile"} else "fp32"
+        precision = "bf16" if flags & BF16_FLAGS else "fp32"
     return {"backend": "torch", "precision": precision, "tta": settings.tta}
 
 

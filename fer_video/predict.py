@@ -46,12 +46,9 @@ def bf16_native(device: str | torch.device = "cpu") -> bool:
     checks = [getattr(cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     if all(callable(c) for c in checks):
         return any(bool(c()) for c in checks)
-    try:                                    # a torch without the checks: Linux's CPU flags
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            flags = set(next((ln for ln in f if ln.startswith("flags")), "").split())
-    except OSError:
-        return False
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    from .threads import BF16_FLAGS, cpu_flags     # a torch without the checks: Linux's CPU flags
+
+    return bool((cpu_flags() or frozenset()) & BF16_FLAGS)
 
 
 def resolve_precision(precision: str = "auto", device: str | torch.device = "cpu") -> str:

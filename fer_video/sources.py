@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import CheckpointError, ModelConfig, load_config
-from .data import FER2013_FRAME, LABEL_SETS, FaceDataset, grouped_split, load_dataset
+from .data import FER2013_FRAME, LABEL_SETS, FaceDataset, blend_ferplus, grouped_split, load_dataset
 from .errors import UsageError
 from .metrics import confusion_matrix, metrics_from_confusion, soft_nll
 from .recipe import TrainArgs
@@ -100,8 +100,6 @@ def load_sources(specs: list[SourceSpec], split: str = "train") -> list[FaceData
     for s in specs:
         d = load_dataset(s.path, split, labels=s.labels)
         if s.ferplus:
-            from .data import blend_ferplus
-
             d = blend_ferplus(d, s.path, split, s.ferplus)
         d.name = s.name
         out.append(d)

@@ -17,10 +17,27 @@ change what a damaged stream decodes to).
 """
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+
+
+# Linux's CPU flags for bfloat16 in hardware (``predict.bf16_native``, ``job.arithmetic``).
+BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str] | None:
+    """The CPU's feature flags as Linux lists them (``/proc/cpuinfo``), read once; None
+    where there is no such list. No torch: a run that only reuses reports asks it too."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = frozenset(next((ln for ln in f if ln.startswith("flags")), "").split())
+    except OSError:
+        return None
+    return flags or None
 
 
 def usable_cores() -> int:
